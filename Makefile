@@ -1,0 +1,30 @@
+# Every target sets up .venv from requirements.txt first when needed (a fresh machine needs nothing else).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup run test lint train bench clean
+
+help:            ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the pinned dependencies
+run: $(STAMP)    ## the full pipeline: checks, train, evaluate, report
+	$(PY) mlops_pipeline.py $(ARGS)
+test: $(STAMP)   ## the whole test suite
+	$(PY) -m pytest $(ARGS)
+lint: $(STAMP)   ## ruff (print statements only in CLIs: rule T201)
+	$(PY) -m ruff check .
+train: $(STAMP)  ## train all four models and log them to MLflow
+	$(PY) mlops/scripts/train_chatbot_models.py $(ARGS)
+bench: $(STAMP)  ## benchmarks: training time and model quality, written to docs/BENCHMARKS.md
+	$(PY) -m mlops.bench $(ARGS)
+clean:           ## remove generated models, MLflow store and results (keeps .venv)
+	rm -rf models mlruns mlops/results/*.json

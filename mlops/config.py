@@ -1,0 +1,315 @@
+"""Typed, validated configuration loaded from ``mlops/configs/*.yaml`` plus environment overrides.
+
+Each YAML file is read once into a pydantic model that forbids unknown keys, so a typo or a bad
+value stops start-up with the file, the key and what is allowed. Relative paths are anchored at
+the project root, never at the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJ_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJ_ROOT / "mlops" / "configs"
+
+MODEL_KEYS = ("embedding_model", "llm_model", "few_shot_model", "rag_model")
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+    """A configuration file or environment variable is missing, malformed or out of range."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- mlflow_config.yaml
+class MlflowSettings(_Strict):
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    experiment_name: Annotated[str, Field(min_length=1)] = "travel_chatbot_models"
+    artifact_location: str = "./mlruns/artifacts"
+    registry_uri: str | None = None
+    register_models: bool = True
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        allowed = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+psycopg2://", "mysql://")
+        if not value.startswith(allowed):
+            raise ValueError(f"must start with one of {', '.join(allowed)}")
+        return value
+
+
+class MlflowFile(_Strict):
+    mlflow: MlflowSettings = MlflowSettings()
+
+
+# ---------------------------------------------------------------- training_config.yaml
+class EmbeddingSettings(_Strict):
+    base_model: str | None = None
+    vocab_size: Annotated[int, Field(ge=500, le=100_000)] = 6000
+    embedding_dim: Annotated[int, Field(ge=16, le=1024)] = 256
+    epochs: Annotated[int, Field(ge=1, le=100)] = 4
+    batch_size: Annotated[int, Field(ge=4, le=4096)] = 64
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05
+    triplet_samples: Annotated[int, Field(ge=10, le=1_000_000)] = 2000
+
+
+class IntentSettings(_Strict):
+    word_ngram_max: Annotated[int, Field(ge=1, le=4)] = 2
+    char_ngram_min: Annotated[int, Field(ge=1, le=8)] = 2
+    char_ngram_max: Annotated[int, Field(ge=1, le=10)] = 5
+    C: Annotated[float, Field(gt=0.0)] = 1.0
+    calibration_folds: Annotated[int, Field(ge=2, le=20)] = 5
+    oos_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
+
+
+class FewShotSettings(_Strict):
+    k_values: Annotated[list[PositiveInt], Field(min_length=1)] = [4, 8, 16]
+    seeds: Annotated[int, Field(ge=1, le=100)] = 5
+    deploy_k: PositiveInt = 16
+    dense_weight: Fraction = 0.6
+
+    @field_validator("k_values")
+    @classmethod
+    def _reported_ks(cls, value: list[int]) -> list[int]:
+        if not {4, 8, 16} <= set(value):
+            raise ValueError("must include 4, 8 and 16 (the results file reports accuracy_k4, _k8 and _k16)")
+        return sorted(set(value))
+
+
+class RagSettings(_Strict):
+    top_k: Annotated[int, Field(ge=1, le=50)] = 3
+    dense_weights: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.25, 0.5, 0.75, 1.0]
+    name_boost: Annotated[float, Field(ge=0.0, le=5.0)] = 0.3
+
+
+class TrainingSettings(_Strict):
+    seed: int = 42
+    data_dir: str = "./data"
+    results_dir: str = "./mlops/results"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    embedding_model: EmbeddingSettings = EmbeddingSettings()
+    llm_model: IntentSettings = IntentSettings()
+    few_shot_model: FewShotSettings = FewShotSettings()
+    rag_model: RagSettings = RagSettings()
+
+
+class TrainingFile(_Strict):
+    training: TrainingSettings = TrainingSettings()
+
+
+# ---------------------------------------------------------------- deployment_config.yaml
+class Gates(_Strict):
+    min_accuracy: Fraction = 0.90
+    min_oos_recall: Fraction = 0.80
+    min_hit_at_3: Fraction = 0.85
+    min_triplet_accuracy: Fraction = 0.85
+    min_few_shot_accuracy: Fraction = 0.80
+    max_p95_latency_ms: Annotated[float, Field(gt=0.0)] = 50.0
+    tolerance: Fraction = 0.01
+
+
+class DeployedModel(_Strict):
+    enabled: bool = True
+
+
+class DeploymentSettings(_Strict):
+    environment: Literal["local", "staging", "production"] = "local"
+    mode: Literal["standalone"] = "standalone"
+    models_dir: str = "./models"
+    gates: Gates = Gates()
+    models: dict[Literal["embedding_model", "llm_model", "few_shot_model", "rag_model"], DeployedModel] = Field(
+        default_factory=lambda: {key: DeployedModel() for key in MODEL_KEYS}
+    )
+
+
+class DeploymentFile(_Strict):
+    deployment: DeploymentSettings = DeploymentSettings()
+
+
+# ---------------------------------------------------------------- monitoring_config.yaml
+class MonitoringSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8502
+    interval_seconds: Annotated[int, Field(ge=1, le=86_400)] = 30
+    alert_threshold: Fraction = 0.8
+    max_response_time_s: Annotated[float, Field(gt=0.0)] = 2.0
+    max_cpu_percent: Annotated[float, Field(gt=0.0, le=100.0)] = 80.0
+    inference_log: str = "./mlruns/inference_log.db"
+
+
+class MonitoringFile(_Strict):
+    monitoring: MonitoringSettings = MonitoringSettings()
+
+
+class Settings(_Strict):
+    """All configuration of the toolkit, with relative paths already anchored at ``root``."""
+
+    root: Path
+    mlflow: MlflowSettings
+    training: TrainingSettings
+    deployment: DeploymentSettings
+    monitoring: MonitoringSettings
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a configured path against the project root."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (self.root / candidate).resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.training.data_dir)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.path(self.training.results_dir)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path(self.deployment.models_dir)
+
+    @property
+    def tracking_uri(self) -> str:
+        return anchor_sqlite_uri(self.mlflow.tracking_uri, self.root)
+
+    @property
+    def artifact_location(self) -> str:
+        return self.path(self.mlflow.artifact_location).as_uri()
+
+
+# environment variable -> (file, dotted key inside that file)
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MLFLOW_TRACKING_URI": ("mlflow_config.yaml", "mlflow.tracking_uri"),
+    "MLFLOW_EXPERIMENT_NAME": ("mlflow_config.yaml", "mlflow.experiment_name"),
+    "MODEL_PATH": ("deployment_config.yaml", "deployment.models_dir"),
+    "LOG_LEVEL": ("training_config.yaml", "training.log_level"),
+    "MONITORING_INTERVAL": ("monitoring_config.yaml", "monitoring.interval_seconds"),
+    "ALERT_THRESHOLD": ("monitoring_config.yaml", "monitoring.alert_threshold"),
+}
+
+_FILES: dict[str, type[_Strict]] = {
+    "mlflow_config.yaml": MlflowFile,
+    "training_config.yaml": TrainingFile,
+    "deployment_config.yaml": DeploymentFile,
+    "monitoring_config.yaml": MonitoringFile,
+}
+
+
+def anchor_sqlite_uri(uri: str, root: Path) -> str:
+    """Make a relative ``sqlite:///`` URI absolute against ``root`` (SQLAlchemy would use the cwd)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    db_path = Path(uri[len(prefix) :])
+    if db_path.is_absolute():
+        return uri
+    return prefix + str((root / db_path).resolve())
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found (expected one of {', '.join(_FILES)})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            return  # the file itself is malformed there; validation reports it
+        node = child
+    node[leaf] = value
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return sorted(current.model_fields)
+
+
+def _format_error(source: str, model: type[BaseModel], error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        return f"{source}: unknown key '{key}'; allowed keys here: {', '.join(allowed) or '(none)'}"
+    got = error.get("input")
+    return f"{source}: key '{key}': {error['msg']} (got {got!r})"
+
+
+def _validate(source: str, model: type[_Strict], data: dict[str, Any]) -> _Strict:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        messages = [_format_error(source, model, err) for err in exc.errors()]
+        raise ConfigError("\n".join(messages)) from None
+
+
+def load_settings(
+    config_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    root: Path | None = None,
+) -> Settings:
+    """Load and validate all four configuration files, then apply environment overrides.
+
+    Args:
+        config_dir: Folder holding the YAML files; defaults to ``mlops/configs``.
+        env: Environment to read overrides from; defaults to ``os.environ``.
+        root: Folder relative paths are anchored at; defaults to the project root.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: A file is missing or invalid, a key is unknown, or a value is out of range.
+    """
+    config_dir = Path(config_dir) if config_dir is not None else CONFIG_DIR
+    env = dict(os.environ) if env is None else env
+    raw = {name: _read_yaml(config_dir / name) for name in _FILES}
+    overridden: dict[str, list[str]] = {}
+    for var, (name, dotted) in ENV_OVERRIDES.items():
+        if env.get(var, "").strip():
+            _set_dotted(raw[name], dotted, env[var].strip())
+            overridden.setdefault(name, []).append(var)
+
+    parsed = {}
+    for name, model in _FILES.items():
+        source = str(config_dir / name)
+        if name in overridden:
+            source += f" (with environment override {', '.join(overridden[name])})"
+        parsed[name] = _validate(source, model, raw[name])
+
+    return Settings(
+        root=(root or PROJ_ROOT).resolve(),
+        mlflow=parsed["mlflow_config.yaml"].mlflow,
+        training=parsed["training_config.yaml"].training,
+        deployment=parsed["deployment_config.yaml"].deployment,
+        monitoring=parsed["monitoring_config.yaml"].monitoring,
+    )

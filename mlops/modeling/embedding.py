@@ -1,0 +1,221 @@
+"""``embedding_model``: a sentence-transformers StaticEmbedding trained here, served with numpy.
+
+Training builds a WordPiece tokenizer from the project's own text (``tokenizers``), then trains a
+``SentenceTransformer([StaticEmbedding, Normalize])`` from random initialisation in two phases:
+knowledge-base pairs with MultipleNegativesRankingLoss (duplicate-free batches), then the intent
+examples with a batch triplet loss over label-grouped batches, so sentences of the same intent are
+never used as each other's negatives. Nothing is downloaded.
+
+Serving uses :class:`StaticEncoder`, which holds the same tokenizer and embedding table and
+computes the same vectors (mean of token vectors, L2-normalised) with numpy alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class StaticEncoder:
+    """Numpy twin of ``StaticEmbedding`` + ``Normalize``: mean of token vectors, unit length."""
+
+    def __init__(self, tokenizer_json: str, weights: np.ndarray):
+        self.tokenizer_json = tokenizer_json
+        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self._tokenizer = self._build_tokenizer(tokenizer_json)
+
+    @staticmethod
+    def _build_tokenizer(tokenizer_json: str) -> Tokenizer:
+        tokenizer = Tokenizer.from_str(tokenizer_json)
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def __getstate__(self) -> dict:
+        return {"tokenizer_json": self.tokenizer_json, "weights": self.weights}
+
+    def __setstate__(self, state: dict) -> None:
+        self.tokenizer_json = state["tokenizer_json"]
+        self.weights = state["weights"]
+        self._tokenizer = self._build_tokenizer(self.tokenizer_json)
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts into unit-length float32 vectors of shape ``(len(texts), dim)``."""
+        texts = [str(text) for text in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        for row, encoding in enumerate(self._tokenizer.encode_batch(texts, add_special_tokens=False)):
+            if encoding.ids:
+                out[row] = self.weights[encoding.ids].mean(axis=0)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts)
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train a lower-casing WordPiece tokenizer on the project's own text."""
+    from tokenizers import models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=["[UNK]"])
+    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    return tokenizer
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _fit(model, dataset, loss, *, epochs: int, batch_size: int, lr: float, sampler: str, seed: int, workdir: Path):
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import PrinterCallback
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(workdir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        warmup_steps=0,
+        batch_sampler=sampler,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    model.model_card_data.generate_widget_examples = False
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    trainer.remove_callback(PrinterCallback)  # our own progress display reports the steps
+    trainer.train()
+
+
+def train_embedding(
+    labelled: Sequence[tuple[str, str]],
+    pairs: Sequence[tuple[str, str]],
+    corpus: Iterable[str],
+    *,
+    vocab_size: int,
+    embedding_dim: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    workdir: Path,
+    base_model: str | None = None,
+):
+    """Train the embedding model.
+
+    Args:
+        labelled: ``(text, intent)`` training examples for the label-aware triplet phase.
+        pairs: ``(anchor, positive)`` pairs from the knowledge base for the contrastive phase.
+        corpus: All text the tokenizer may learn its vocabulary from.
+        vocab_size: Tokenizer vocabulary size.
+        embedding_dim: Width of the embedding table.
+        epochs: Epochs of each phase.
+        batch_size: Batch size of each phase.
+        learning_rate: Adam learning rate (static embeddings want a high one).
+        seed: Seed for tokenizer-independent randomness (init, shuffling).
+        workdir: Scratch folder for the trainer.
+        base_model: Optional local path of a static-embedding sentence-transformers model to
+            fine-tune instead of starting from random vectors.
+
+    Returns:
+        ``(sentence_transformer_model, StaticEncoder)``.
+
+    Raises:
+        ValueError: ``base_model`` is not a local static-embedding model.
+    """
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
+
+    _seed_everything(seed)
+    if base_model:
+        if not Path(base_model).is_dir():
+            raise ValueError(f"training.embedding_model.base_model: '{base_model}' is not a local folder")
+        model = SentenceTransformer(base_model, device="cpu", local_files_only=True)
+        if not isinstance(model[0], StaticEmbedding):
+            raise ValueError(
+                f"training.embedding_model.base_model: '{base_model}' is a {type(model[0]).__name__} model; "
+                "only StaticEmbedding models can be served without torch"
+            )
+        if not any(isinstance(module, Normalize) for module in model):
+            model.append(Normalize())
+    else:
+        tokenizer = train_tokenizer(corpus, vocab_size)
+        model = SentenceTransformer(
+            modules=[StaticEmbedding(tokenizer, embedding_dim=embedding_dim), Normalize()], device="cpu"
+        )
+
+    pair_data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
+    _fit(
+        model, pair_data, losses.MultipleNegativesRankingLoss(model),
+        epochs=epochs, batch_size=batch_size, lr=learning_rate, sampler="no_duplicates", seed=seed,
+        workdir=workdir / "pairs",
+    )  # fmt: skip
+    label_ids = {label: idx for idx, label in enumerate(sorted({label for _, label in labelled}))}
+    label_data = Dataset.from_dict(
+        {"sentence": [text for text, _ in labelled], "label": [label_ids[label] for _, label in labelled]}
+    )
+    _fit(
+        model, label_data, losses.BatchSemiHardTripletLoss(model),
+        epochs=epochs, batch_size=batch_size, lr=learning_rate, sampler="group_by_label", seed=seed,
+        workdir=workdir / "labels",
+    )  # fmt: skip
+
+    static = model[0]
+    weights = static.embedding.weight.detach().cpu().numpy()
+    return model, StaticEncoder(static.tokenizer.to_str(), weights)
+
+
+def triplet_accuracy(encoder: StaticEncoder, triplets: Sequence[tuple[str, str, str]]) -> float:
+    """Fraction of ``(anchor, positive, negative)`` triplets with cos(a, p) > cos(a, n)."""
+    if not triplets:
+        return 0.0
+    anchors, positives, negatives = (encoder.encode([t[i] for t in triplets]) for i in range(3))
+    pos = np.einsum("ij,ij->i", anchors, positives)
+    neg = np.einsum("ij,ij->i", anchors, negatives)
+    return float(np.mean(pos > neg))
+
+
+def make_triplets(texts: Sequence[str], labels: Sequence[str], n: int, seed: int) -> list[tuple[str, str, str]]:
+    """Sample ``n`` triplets: a positive of the anchor's label and a negative of another label."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {}
+    for text, label in zip(texts, labels, strict=True):
+        by_label.setdefault(label, []).append(text)
+    usable = [label for label, items in by_label.items() if len(items) >= 2]
+    if len(usable) < 2:
+        return []
+    triplets = []
+    for _ in range(n):
+        label = rng.choice(usable)
+        anchor, positive = rng.sample(by_label[label], 2)
+        other = rng.choice([item for item in by_label if item != label])
+        triplets.append((anchor, positive, rng.choice(by_label[other])))
+    return triplets

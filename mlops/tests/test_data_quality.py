@@ -1,0 +1,63 @@
+"""Data tier: the committed datasets have the coverage, balance and split hygiene the models rely on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from mlops.data import CONTINENTS, INTENTS, OUT_OF_SCOPE, PROVINCES, load_datasets
+
+from .conftest import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_datasets(DATA_DIR)
+
+
+def test_knowledge_base_coverage(data):
+    assert len(data.destinations) >= 200
+    assert set(data.destinations["continent"]) == set(CONTINENTS)
+    assert len(data.sri_lanka) >= 80
+    assert set(data.sri_lanka["province"]) == set(PROVINCES)
+    assert not set(data.destinations["country"].str.lower()) & {"sri lanka"}  # Sri Lanka lives in its own guide
+
+
+def test_budget_level_agrees_with_cost(data):
+    cost, level = data.destinations["avg_daily_cost_usd"], data.destinations["budget_level"]
+    expected = np.where(cost < 70, "budget", np.where(cost <= 150, "mid-range", "luxury"))
+    assert list(level) == list(expected)
+
+
+def test_every_intent_has_enough_examples_in_every_split(data):
+    counts = data.intents.groupby(["intent", "split"]).size()
+    for intent in INTENTS:
+        assert counts[intent].sum() >= 60, intent
+        assert counts[(intent, "test")] >= 10, intent
+    assert counts[OUT_OF_SCOPE].sum() > 2 * counts["weather"].sum()  # off-topic is broad: more examples
+
+
+def test_test_split_is_stratified(data):
+    share = data.intents.groupby("intent")["split"].apply(lambda s: (s == "test").mean())
+    assert share.between(0.15, 0.25).all(), share[~share.between(0.15, 0.25)]
+
+
+def test_no_duplicate_or_near_duplicate_text_across_splits(data):
+    texts = data.intents["text"].str.lower().tolist()
+    splits = data.intents["split"].to_numpy()
+    matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5)).fit_transform(texts)
+    sims = (matrix @ matrix.T).toarray()
+    np.fill_diagonal(sims, 0)
+    rows, cols = np.nonzero(sims >= 0.75)
+    leaks = [(texts[i], texts[j]) for i, j in zip(rows, cols, strict=True) if splits[i] != splits[j]]
+    assert not leaks, leaks[:5]
+
+
+def test_retrieval_queries_cover_both_knowledge_bases_and_splits(data):
+    assert len(data.retrieval) >= 250
+    ids = {doc_id for ids in data.retrieval["relevant_ids"] for doc_id in ids}
+    assert any(i.startswith("SL") for i in ids) and any(i.startswith("D") for i in ids)
+    assert set(data.retrieval["split"]) == {"dev", "test"}
+    assert data.retrieval["query"].str.lower().is_unique
+    assert (data.retrieval_split("test")["relevant_ids"].map(len) >= 1).all()

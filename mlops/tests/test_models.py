@@ -1,0 +1,96 @@
+"""Model tier: the four models trained on the real data behave as a traveller expects on held-out data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlops.data import INTENTS, OUT_OF_SCOPE, load_datasets
+from mlops.modeling.few_shot import FewShotClassifier
+from mlops.training import train_embedding_model, train_few_shot_model, train_llm_model, train_rag_model
+
+from .conftest import DATA_DIR, write_settings
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return write_settings(root), load_datasets(DATA_DIR), root
+
+
+@pytest.fixture(scope="module")
+def embedding(setup):
+    settings, data, root = setup
+    return train_embedding_model(data, settings, root / "embedding")
+
+
+@pytest.fixture(scope="module")
+def llm(setup):
+    settings, data, _ = setup
+    return train_llm_model(data, settings)
+
+
+def test_intent_model_learned_far_above_chance(llm):
+    chance = 1 / len(INTENTS)
+    assert llm.metrics["accuracy"] > 10 * chance
+    assert llm.metrics["accuracy"] >= 0.85 and llm.metrics["oos_recall"] >= 0.80, llm.metrics
+
+
+def test_a_typo_maps_to_the_same_intent(llm):
+    clean, typo = llm.model.predict(["do i need a visa for sri lanka", "do i ned a vissa for sri lanka"])
+    assert clean == typo == "visa_requirements"
+
+
+@pytest.mark.parametrize(
+    "query", ["write a python function that reverses a linked list", "who won the premier league in 2019", "asdfghjkl"]
+)
+def test_off_topic_question_is_out_of_scope(llm, query):
+    assert llm.model.predict([query])[0] == OUT_OF_SCOPE
+
+
+def test_intent_confidence_is_a_probability(llm):
+    pairs = llm.model.predict_with_confidence(["hello!", "best time to visit ella", "", "🙂🙂"])
+    assert all(0.0 <= conf <= 1.0 for _, conf in pairs)
+    assert pairs[0][0] == "greeting" and pairs[1][0] == "best_time_to_visit"
+
+
+def test_intent_training_is_reproducible(setup, llm):
+    settings, data, _ = setup
+    again = train_llm_model(data, settings)
+    assert again.metrics == llm.metrics
+
+
+def test_embedding_learned_and_numpy_matches_torch(embedding):
+    assert embedding.metrics["triplet_accuracy"] >= 0.75, embedding.metrics
+    assert embedding.metrics["numpy_vs_torch_max_abs_diff"] < 1e-5
+    vectors = embedding.model.encode(["leopard safari", "", "ලංකාව 🐘"])
+    assert vectors.shape == (3, embedding.model.dim) and np.isfinite(vectors).all()
+    assert np.isclose(np.linalg.norm(vectors[0]), 1.0, atol=1e-5)
+
+
+def test_sri_lanka_wildlife_question_retrieves_a_national_park(setup, embedding):
+    settings, data, _ = setup
+    rag = train_rag_model(data, settings, embedding.model)
+    hits = rag.model.retrieve("Where can I see leopards in Sri Lanka?", k=3)
+    assert hits and hits[0]["source"] == "sri_lanka"
+    assert hits[0]["record"]["category"] == "wildlife" and "National Park" in hits[0]["name"]
+    assert rag.metrics["hit_at_3"] >= 0.8 and rag.metrics["mrr"] >= 0.7, rag.metrics
+
+
+def test_few_shot_learns_and_adds_an_intent_without_retraining(setup, embedding):
+    settings, data, _ = setup
+    trained = train_few_shot_model(data, settings, embedding.model)
+    assert trained.metrics["accuracy_k8"] > 5 / len(INTENTS), trained.metrics
+    model: FewShotClassifier = trained.model
+    before = model.predict(["hello there", "is it safe to drink tap water in colombo"])
+    dense_before = model._dense.copy()
+    model.add_intent(
+        "travel_insurance_claim",
+        ["how do i claim travel insurance", "file an insurance claim for lost luggage", "insurance claim form",
+         "my travel insurance claim was rejected", "claim back medical costs from travel insurance"],
+    )  # fmt: skip
+    assert model.predict(["how to submit a travel insurance claim"])[0] == "travel_insurance_claim"
+    assert np.array_equal(model._dense[: len(dense_before)], dense_before)  # the others are untouched
+    assert list(model.predict(["hello there", "is it safe to drink tap water in colombo"])) == list(before)
+    with pytest.raises(ValueError, match="at least one non-empty example"):
+        model.add_intent("empty", ["", "  "])

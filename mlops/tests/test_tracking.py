@@ -1,0 +1,96 @@
+"""MLflow tier: a real training run in a temp SQLite store logs everything and registers loadable models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from mlops.config import MODEL_KEYS
+from mlops.tracking import compare_runs, configure_tracking
+from mlops.training import HEADLINE_METRICS, run_training
+
+from .conftest import FAST_TRAINING, write_settings
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data_dir):
+    root = tmp_path_factory.mktemp("tracking")
+    settings = write_settings(root, FAST_TRAINING, data_dir=tiny_data_dir)
+    steps = []
+    results = run_training(settings, progress=steps.append)
+    return settings, results, steps
+
+
+def test_results_json_has_the_design_fields(trained):
+    settings, results, steps = trained
+    files = list(settings.results_dir.glob("training_results_*.json"))
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())
+    assert saved["run_id"] == results["run_id"] and len(saved["data_fingerprint"]) == 64
+    assert saved["started_at"].endswith("+00:00")
+    for key in MODEL_KEYS:
+        for metric in HEADLINE_METRICS[key]:
+            assert 0.0 <= saved["models"][key]["metrics"][metric] <= 1.0, (key, metric)
+    assert any("Training rag_model" in step for step in steps)
+
+
+def test_parent_run_with_one_nested_run_per_model(trained):
+    settings, results, _ = trained
+    configure_tracking(settings)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(results["run_id"])
+    children = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{results['run_id']}'",
+        output_format="list",
+    )
+    assert sorted(run.data.tags["model_key"] for run in children) == sorted(MODEL_KEYS)
+    llm = next(run for run in children if run.data.tags["model_key"] == "llm_model")
+    assert llm.data.params["C"] == "1.0" and "oos_threshold" in llm.data.params
+    assert {"accuracy", "macro_f1", "oos_recall", "training_time_s"} <= set(llm.data.metrics)
+    inputs = {d.dataset.name: d.dataset for d in llm.inputs.dataset_inputs}
+    assert {"intents-train", "intents-val", "intents-test"} <= set(inputs)
+    assert all(len(ds.digest) >= 8 for ds in inputs.values())
+    artifacts = {a.path for a in client.list_artifacts(llm.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.csv", "evaluation/per_intent_report.json"} <= artifacts
+
+
+def test_registered_models_load_and_predict(trained):
+    settings, results, _ = trained
+    configure_tracking(settings)
+    llm = mlflow.pyfunc.load_model("models:/llm_model/1")
+    out = llm.predict(pd.DataFrame({"text": ["hello there!", "do I need a visa for sri lanka"]}))
+    assert list(out.columns) == ["intent", "confidence"] and out["confidence"].between(0, 1).all()
+    rag = mlflow.pyfunc.load_model(f"models:/rag_model/{results['models']['rag_model']['version']}")
+    assert rag.predict(pd.DataFrame({"text": ["sigiriya rock fortress"]}))["ids"][0]
+    version = mlflow.MlflowClient().get_model_version("embedding_model", "1")
+    assert version.tags["sha256"] == results["models"]["embedding_model"]["sha256"]
+
+
+def test_compare_runs_table(trained):
+    settings, _, _ = trained
+    configure_tracking(settings)
+    table = compare_runs(settings.mlflow.experiment_name, ["accuracy", "mrr"])
+    assert set(table["model"]) == set(MODEL_KEYS)
+    assert {"run_id", "accuracy", "mrr"} <= set(table.columns)
+
+
+def test_legacy_folder_store_is_migrated(tmp_path, tiny_data_dir):
+    legacy = tmp_path / "mlruns"
+    script = (
+        f"import mlflow; mlflow.set_tracking_uri({legacy.as_uri()!r}); mlflow.set_experiment('travel_chatbot_models')\n"
+        "with mlflow.start_run(run_name='old'): mlflow.log_metric('accuracy', 0.5)"
+    )
+    env = {"MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True)
+    assert not (legacy / "mlflow.db").exists()
+    settings = write_settings(tmp_path, data_dir=tiny_data_dir)
+    configure_tracking(settings)
+    assert (legacy / "mlflow.db").exists()
+    runs = mlflow.search_runs(experiment_names=["travel_chatbot_models"], output_format="list")
+    assert [run.data.metrics["accuracy"] for run in runs] == [0.5]

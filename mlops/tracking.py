@@ -1,0 +1,226 @@
+"""The MLflow store: configuration, legacy migration, model logging/registration and comparison.
+
+The default store is SQLite (``sqlite:///mlruns/mlflow.db``) with artifacts under ``mlruns/``.
+MLflow 3 refuses a plain-folder store; one found in ``mlruns/`` is migrated with MLflow's own
+``migrate-filestore`` code before anything else touches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+
+from mlops.config import Settings
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pkl"
+PIP_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "joblib", "tokenizers")
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of what a logged model needs; inferring them costs seconds per model."""
+    return [f"{name}=={version(name)}" for name in PIP_PACKAGES]
+
+
+def _is_legacy_file_store(mlruns: Path) -> bool:
+    if not mlruns.is_dir() or (mlruns / "mlflow.db").exists():
+        return False
+    return (
+        any((child / "meta.yaml").is_file() for child in mlruns.iterdir() if child.is_dir())
+        or (mlruns / "models").is_dir()
+        and any((mlruns / "models").glob("*/meta.yaml"))
+    )
+
+
+def migrate_legacy_store(mlruns: Path, target_uri: str) -> bool:
+    """Migrate a plain-folder MLflow store in ``mlruns`` into the SQLite database ``target_uri``.
+
+    Returns:
+        True when a migration ran, False when there was nothing to migrate.
+    """
+    if not target_uri.startswith("sqlite:///") or not _is_legacy_file_store(mlruns):
+        return False
+    from mlflow.store.fs2db import migrate
+
+    logger.warning("Found a legacy folder store in %s; migrating it to %s", mlruns, target_uri)
+    migrate(mlruns, target_uri, progress=False)
+    return True
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    tracking_uri: str
+    registry_uri: str
+    experiment_id: str
+    experiment_name: str
+
+
+def configure_tracking(settings: Settings) -> TrackingStore:
+    """Point MLflow at the configured store, migrating a legacy one, and ensure the experiment.
+
+    Raises:
+        RuntimeError: The store cannot be reached or written.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri[len("sqlite:///") :])
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        migrate_legacy_store(db_path.parent, uri)
+    registry = settings.mlflow.registry_uri or uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(registry)
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(
+                settings.mlflow.experiment_name, artifact_location=settings.artifact_location
+            )
+        else:
+            experiment_id = experiment.experiment_id
+    except Exception as exc:  # MLflow raises several unrelated types for an unreachable store
+        raise RuntimeError(f"MLflow tracking store {uri} is not usable: {exc}") from exc
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return TrackingStore(uri, registry, experiment_id, settings.mlflow.experiment_name)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def predict_any(model, texts: list[str]):
+    """Uniform pyfunc output per model type: intents, vectors or ranked ids."""
+    if hasattr(model, "predict_with_confidence"):
+        pairs = model.predict_with_confidence(texts)
+        return pd.DataFrame({"intent": [p[0] for p in pairs], "confidence": [p[1] for p in pairs]})
+    if hasattr(model, "retrieve"):
+        return pd.DataFrame({"ids": [";".join(hit["id"] for hit in model.retrieve(text, 3)) for text in texts]})
+    result = model.predict(texts)
+    return result.tolist() if hasattr(result, "tolist") else result
+
+
+def log_pickled_model(key: str, model_path: Path, example: list[str], register: bool) -> dict:
+    """Log a joblib-pickled model as a pyfunc in the active run and optionally register it.
+
+    Args:
+        key: Registered model name (one of the four model keys).
+        model_path: The joblib file.
+        example: A few raw queries used as input example and for the signature.
+        register: Register a new version under ``key``.
+
+    Returns:
+        ``{"model_uri", "version", "sha256"}`` (version is None when not registered).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    digest = sha256_bytes(model_path.read_bytes())
+    import joblib
+
+    frame = pd.DataFrame({"text": example})
+    output = predict_any(joblib.load(model_path), example)
+    info = mlflow.pyfunc.log_model(
+        name=key,
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        model_config={"sha256": digest},
+        artifacts={"model": str(model_path)},
+        signature=infer_signature(frame, output),
+        input_example=frame,
+        pip_requirements=pip_requirements(),
+        registered_model_name=key if register else None,
+        tags={"sha256": digest},
+    )
+    model_version = getattr(info, "registered_model_version", None)
+    if register and model_version is not None:
+        mlflow.MlflowClient().set_model_version_tag(key, str(model_version), "sha256", digest)
+    return {
+        "model_uri": info.model_uri,
+        "version": None if model_version is None else str(model_version),
+        "sha256": digest,
+    }
+
+
+def compare_runs(experiment_name: str, metrics: list[str] | None = None, max_results: int = 200) -> pd.DataFrame:
+    """A table of the experiment's model runs and their metrics, newest first (the seed's ``compare_experiments``).
+
+    Args:
+        experiment_name: The MLflow experiment.
+        metrics: Metric names to keep; all when None.
+        max_results: Upper bound of runs returned.
+
+    Returns:
+        One row per nested model run with ``run_id``, ``model``, ``start_time`` and metric columns.
+    """
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_names=[experiment_name],
+        filter_string="tags.model_key != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+    )
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "model", "start_time"])
+    metric_cols = [col for col in runs.columns if col.startswith("metrics.")]
+    if metrics is not None:
+        metric_cols = [f"metrics.{name}" for name in metrics if f"metrics.{name}" in runs.columns]
+    table = runs[["run_id", "tags.model_key", "start_time", *metric_cols]].rename(
+        columns={"tags.model_key": "model", **{col: col.removeprefix("metrics.") for col in metric_cols}}
+    )
+    return table.reset_index(drop=True)
+
+
+def latest_version(key: str):
+    """The newest registered version of ``key``, or None when nothing is registered."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{key}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def download_registered_pickle(key: str, model_version, dest: Path) -> Path:
+    """Download the joblib file of a registered version and verify it against its sha256 tag.
+
+    Raises:
+        ValueError: The file's sha256 differs from the one recorded when it was logged.
+    """
+    import mlflow
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{key}/{model_version.version}", dst_path=str(dest))
+    )
+    found = sorted(local.glob("artifacts/*.pkl"))
+    if not found:
+        raise ValueError(f"models:/{key}/{model_version.version} holds no pickled model under artifacts/")
+    expected = model_version.tags.get("sha256")
+    actual = sha256_bytes(found[0].read_bytes())
+    if expected != actual:
+        raise ValueError(f"models:/{key}/{model_version.version}: sha256 {actual} differs from the logged {expected}")
+    return found[0]
+
+
+def load_registered_pickle(key: str):
+    """Load the newest registered version of ``key`` after verifying its sha256; None if none exists."""
+    import tempfile
+
+    import joblib
+
+    model_version = latest_version(key)
+    if model_version is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return joblib.load(download_registered_pickle(key, model_version, Path(tmp)))

@@ -1,0 +1,372 @@
+"""Train the requested models, evaluate them on held-out data, log everything to MLflow.
+
+``run_training`` is what the training script and the launchers call. Each ``train_*`` function is a
+plain step — data and typed config in, a :class:`TrainedModel` out — and MLflow logging happens
+once, at the edge, in ``_log_model_run``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix
+
+from mlops.config import MODEL_KEYS, Settings
+from mlops.data import Datasets, load_datasets
+from mlops.modeling.embedding import StaticEncoder, make_triplets, triplet_accuracy
+from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
+from mlops.modeling.intent import IntentClassifier, expected_calibration_error, intent_metrics
+from mlops.modeling.retrieval import RetrievalModel, build_documents, ranking_metrics
+
+logger = logging.getLogger(__name__)
+
+HEADLINE_METRICS = {
+    "embedding_model": ("triplet_accuracy",),
+    "llm_model": ("accuracy", "macro_f1", "oos_recall"),
+    "few_shot_model": ("accuracy_k4", "accuracy_k8", "accuracy_k16"),
+    "rag_model": ("hit_at_1", "hit_at_3", "mrr"),
+}
+EXAMPLE_QUERIES = ["Where can I see leopards in Sri Lanka?", "do i need a visa for japan", "tell me a joke"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with everything that gets logged about it."""
+
+    key: str
+    model: Any
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)
+    extra_dirs: dict[str, Path] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- steps
+def kb_pairs(data: Datasets) -> list[tuple[str, str]]:
+    """(anchor, positive) pairs from the knowledge base and the retrieval dev split."""
+    docs = {doc["id"]: doc for doc in build_documents(data.destinations, data.sri_lanka)}
+    pairs = []
+    for doc in docs.values():
+        record = doc["record"]
+        things = record.get("top_attractions") or record.get("highlights", "")
+        pairs.append((f"{doc['name']} {doc['location']}", record["description"]))
+        pairs.append((f"{things}; {record['activities']}", record["description"]))
+    for row in data.retrieval_split("dev").itertuples():
+        for doc_id in row.relevant_ids:
+            pairs.append((row.query, docs[doc_id]["text"]))
+    return pairs
+
+
+def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> TrainedModel:
+    from mlops.modeling.embedding import train_embedding
+
+    cfg, seed = settings.training.embedding_model, settings.training.seed
+    train = data.intent_split("train")
+    docs = build_documents(data.destinations, data.sri_lanka)
+    corpus = list(train["text"]) + [doc["text"] for doc in docs]
+    st_model, encoder = train_embedding(
+        list(zip(train["text"], train["intent"], strict=True)),
+        kb_pairs(data),
+        corpus,
+        vocab_size=cfg.vocab_size,
+        embedding_dim=cfg.embedding_dim,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        seed=seed,
+        workdir=workdir,
+        base_model=cfg.base_model,
+    )
+    test = data.intent_split("test")
+    triplets = make_triplets(list(test["text"]), list(test["intent"]), cfg.triplet_samples, seed)
+    st_dir = workdir / "sentence_transformer"
+    st_model.save(str(st_dir))
+    check = encoder.encode(EXAMPLE_QUERIES)
+    reference = st_model.encode(EXAMPLE_QUERIES, convert_to_numpy=True)
+    metrics = {
+        "triplet_accuracy": triplet_accuracy(encoder, triplets),
+        "numpy_vs_torch_max_abs_diff": float(np.abs(check - reference).max()),
+        "vocab_size": float(len(encoder.weights)),
+    }
+    return TrainedModel(
+        "embedding_model", encoder, metrics, cfg.model_dump(), extra_dirs={"sentence_transformer": st_dir}
+    )
+
+
+def train_llm_model(data: Datasets, settings: Settings) -> TrainedModel:
+    cfg = settings.training.llm_model
+    train, val, test = (data.intent_split(s) for s in ("train", "val", "test"))
+    model = IntentClassifier(
+        word_ngram_max=cfg.word_ngram_max,
+        char_ngram_min=cfg.char_ngram_min,
+        char_ngram_max=cfg.char_ngram_max,
+        C=cfg.C,
+        calibration_folds=cfg.calibration_folds,
+        seed=settings.training.seed,
+    ).fit(train["text"], train["intent"])
+    threshold = model.tune_threshold(val["text"], val["intent"], cfg.oos_weight)
+    pairs = model.predict_with_confidence(test["text"])
+    predicted = np.array([p[0] for p in pairs], dtype=object)
+    confidence = np.array([p[1] for p in pairs])
+    truth = test["intent"].to_numpy(dtype=object)
+    metrics = intent_metrics(truth, predicted)
+    metrics["ece"] = expected_calibration_error(confidence, predicted == truth)
+    metrics["oos_threshold"] = threshold
+    labels = sorted(set(truth) | set(predicted))
+    tables = {
+        "confusion_matrix": pd.DataFrame(
+            confusion_matrix(truth, predicted, labels=labels), index=labels, columns=labels
+        ),
+        "errors": test.assign(predicted=predicted, confidence=confidence)[lambda f: f["predicted"] != f["intent"]],
+    }
+    report = classification_report(truth, predicted, output_dict=True, zero_division=0)
+    return TrainedModel(
+        "llm_model",
+        model,
+        metrics,
+        {**cfg.model_dump(), "oos_threshold": threshold},
+        tables,
+        {"per_intent_report": report},
+    )
+
+
+def train_few_shot_model(data: Datasets, settings: Settings, encoder: StaticEncoder) -> TrainedModel:
+    cfg, seed = settings.training.few_shot_model, settings.training.seed
+    train, test = data.intent_split("train"), data.intent_split("test")
+    docs = build_documents(data.destinations, data.sri_lanka)
+    vectorizer = fit_sparse_vectorizer(list(train["text"]) + [doc["text"] for doc in docs])
+    metrics: dict[str, float] = {}
+    draws = []
+    for k in cfg.k_values:
+        scores = []
+        for draw in range(cfg.seeds):
+            texts, labels = sample_k(train["text"], train["intent"], k, seed + draw)
+            clf = FewShotClassifier(encoder, vectorizer, cfg.dense_weight).fit(texts, labels)
+            scores.append(float(np.mean(clf.predict(test["text"]) == test["intent"].to_numpy())))
+            draws.append({"k": k, "draw": draw, "accuracy": scores[-1]})
+        metrics[f"accuracy_k{k}"] = float(np.mean(scores))
+        metrics[f"accuracy_k{k}_std"] = float(np.std(scores))
+    texts, labels = sample_k(train["text"], train["intent"], cfg.deploy_k, seed)
+    model = FewShotClassifier(encoder, vectorizer, cfg.dense_weight).fit(texts, labels)
+    predicted = model.predict(test["text"])
+    metrics["accuracy_deployed"] = float(np.mean(predicted == test["intent"].to_numpy()))
+    report = classification_report(test["intent"], predicted, output_dict=True, zero_division=0)
+    return TrainedModel(
+        "few_shot_model",
+        model,
+        metrics,
+        cfg.model_dump(),
+        {"draws": pd.DataFrame(draws)},
+        {"per_intent_report": report},
+    )
+
+
+def train_rag_model(data: Datasets, settings: Settings, encoder: StaticEncoder) -> TrainedModel:
+    cfg = settings.training.rag_model
+    model = RetrievalModel(build_documents(data.destinations, data.sri_lanka), encoder, name_boost=cfg.name_boost)
+    dev, test = data.retrieval_split("dev"), data.retrieval_split("test")
+    weight = model.tune(list(dev["query"]), list(dev["relevant_ids"]), cfg.dense_weights)
+    scores = model.scores(list(test["query"]))
+    metrics = ranking_metrics(scores, model.ids, list(test["relevant_ids"]))
+    parts = model.component_scores(list(test["query"]))
+    metrics["sparse_only_mrr"] = ranking_metrics(model.fuse(*parts, 0.0), model.ids, list(test["relevant_ids"]))["mrr"]
+    metrics["dense_only_mrr"] = ranking_metrics(model.fuse(*parts, 1.0), model.ids, list(test["relevant_ids"]))["mrr"]
+    metrics["dense_weight"] = weight
+    top = np.argsort(-scores, axis=1)[:, :3]
+    per_query = test.assign(
+        relevant_ids=test["relevant_ids"].map(";".join),
+        top3=[";".join(model.ids[i] for i in row) for row in top],
+    )
+    return TrainedModel(
+        "rag_model", model, metrics, {**cfg.model_dump(), "dense_weight": weight}, {"per_query": per_query}
+    )
+
+
+# ------------------------------------------------------------------------------------- logging
+def _dataset_inputs(data: Datasets, key: str) -> list[tuple[pd.DataFrame, str, str, str | None]]:
+    """(frame, name, context, target) of every dataset a model learns from or is scored on."""
+    intents = [
+        (data.intent_split(s), f"intents-{s}", "training" if s == "train" else s, "intent")
+        for s in ("train", "val", "test")
+    ]
+    retrieval = [
+        (
+            data.retrieval_split(s).assign(relevant_ids=lambda f: f["relevant_ids"].map(";".join)),
+            f"retrieval-{s}",
+            s,
+            None,
+        )
+        for s in ("dev", "test")
+    ]
+    kb = [
+        (data.destinations, "destinations", "knowledge_base", None),
+        (data.sri_lanka, "sri_lanka_guide", "knowledge_base", None),
+    ]
+    return {
+        "embedding_model": intents + kb + retrieval[:1],
+        "llm_model": intents,
+        "few_shot_model": intents,
+        "rag_model": kb + retrieval,
+    }[key]
+
+
+def _log_model_run(trained: TrainedModel, data: Datasets, settings: Settings, workdir: Path, seconds: float) -> dict:
+    import mlflow
+
+    sources = {
+        "intents": "intents",
+        "retrieval": "retrieval",
+        "destinations": "destinations",
+        "sri_lanka_guide": "sri_lanka",
+    }
+    with mlflow.start_run(run_name=trained.key, nested=True) as run:
+        mlflow.set_tags({"model_key": trained.key, "data_fingerprint": data.fingerprint})
+        mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in trained.params.items()})
+        mlflow.log_params({"seed": settings.training.seed})
+        mlflow.log_metrics({**trained.metrics, "training_time_s": seconds})
+        for frame, name, context, target in _dataset_inputs(data, trained.key):
+            source = data.paths[sources[name.split("-")[0]]]
+            with warnings.catch_warnings():  # a local path matches two equivalent MLflow source types
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, targets=target)
+            mlflow.log_input(dataset, context=context)
+        for name, table in trained.tables.items():
+            mlflow.log_text(table.to_csv(), f"evaluation/{name}.csv")
+        for name, report in trained.reports.items():
+            mlflow.log_dict(report, f"evaluation/{name}.json")
+        for name, folder in trained.extra_dirs.items():
+            mlflow.log_artifacts(str(folder), name)
+        model_path = workdir / f"{trained.key}.pkl"
+        joblib.dump(trained.model, model_path, compress=3)
+        logged = _log_pickled(trained.key, model_path, settings.mlflow.register_models)
+        return {"run_id": run.info.run_id, **logged}
+
+
+def _log_pickled(key: str, model_path: Path, register: bool) -> dict:
+    from mlops.tracking import log_pickled_model
+
+    return log_pickled_model(key, model_path, EXAMPLE_QUERIES, register)
+
+
+# ---------------------------------------------------------------------------------- orchestration
+def resolve_models(requested: Sequence[str] | None) -> list[str]:
+    """Validate the requested model keys and return them in training order.
+
+    Raises:
+        ValueError: An unknown model key.
+    """
+    if not requested:
+        return list(MODEL_KEYS)
+    unknown = [key for key in requested if key not in MODEL_KEYS]
+    if unknown:
+        raise ValueError(f"unknown model '{unknown[0]}'; choose from {', '.join(MODEL_KEYS)}")
+    return [key for key in MODEL_KEYS if key in requested]
+
+
+def _registered_encoder() -> StaticEncoder | None:
+    """The newest registered embedding model, verified against its logged sha256."""
+    from mlops.tracking import load_registered_pickle
+
+    return load_registered_pickle("embedding_model")
+
+
+def write_results(results: dict, results_dir: Path) -> Path:
+    """Write the results JSON atomically (temp file + rename)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.fromisoformat(results["started_at"]).strftime("%Y%m%dT%H%M%S%fZ")
+    path = results_dir / f"training_results_{stamp}.json"
+    with tempfile.NamedTemporaryFile("w", dir=results_dir, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+    return path
+
+
+def run_training(settings: Settings, models: Sequence[str] | None = None, progress: Progress | None = None) -> dict:
+    """Train, evaluate and log the requested models (all four by default).
+
+    Args:
+        settings: Validated configuration.
+        models: Model keys to train; ``few_shot_model`` and ``rag_model`` reuse the newest registered
+            ``embedding_model`` when it is not among them (training it if none is registered).
+        progress: Called with a short message as each step starts.
+
+    Returns:
+        The results document also written to ``mlops/results/training_results_<UTC>.json``.
+
+    Raises:
+        DataValidationError: The data is invalid (nothing is logged).
+        ValueError: An unknown model key.
+    """
+    import mlflow
+
+    from mlops.tracking import configure_tracking
+
+    say = progress or (lambda message: logger.info("%s", message))
+    keys = resolve_models(models)
+    say("Validating data")
+    data = load_datasets(settings.data_dir)
+    store = configure_tracking(settings)
+    started = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "started_at": started.isoformat(),
+        "data_fingerprint": data.fingerprint,
+        "tracking_uri": store.tracking_uri,
+        "experiment": store.experiment_name,
+        "models": {},
+    }
+    encoder = None
+    if any(key in keys for key in ("few_shot_model", "rag_model")) and "embedding_model" not in keys:
+        encoder = _registered_encoder()
+        if encoder is None:
+            logger.info("No registered embedding_model yet: training it too")
+            keys = ["embedding_model", *keys]
+    with (
+        tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp,
+        mlflow.start_run(run_name=f"training-{started:%Y%m%d-%H%M%S}") as parent,
+    ):
+        workdir = Path(tmp)
+        results["run_id"] = parent.info.run_id
+        mlflow.set_tags({"data_fingerprint": data.fingerprint, "models": ",".join(keys)})
+        for step, key in enumerate(keys, start=1):
+            say(f"[{step}/{len(keys)}] Training {key}")
+            tic = time.perf_counter()
+            if key == "embedding_model":
+                trained = train_embedding_model(data, settings, workdir / "embedding")
+                encoder = trained.model
+            elif key == "llm_model":
+                trained = train_llm_model(data, settings)
+            elif key == "few_shot_model":
+                trained = train_few_shot_model(data, settings, encoder)
+            else:
+                trained = train_rag_model(data, settings, encoder)
+            seconds = time.perf_counter() - tic
+            say(f"[{step}/{len(keys)}] Logging {key} to MLflow ({seconds:.1f}s to train)")
+            logged = _log_model_run(trained, data, settings, workdir, seconds)
+            results["models"][key] = {
+                "metrics": trained.metrics,
+                "training_time_s": round(seconds, 3),
+                "registered_model": key if logged["version"] else None,
+                **logged,
+            }
+        results["finished_at"] = datetime.now(UTC).isoformat()
+        mlflow.log_dict(results, "training_results.json")
+    results["results_file"] = str(write_results(results, settings.results_dir))
+    return results
