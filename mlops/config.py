@@ -57,9 +57,9 @@ class EmbeddingSettings(_Strict):
     base_model: str | None = None
     vocab_size: Annotated[int, Field(ge=500, le=100_000)] = 6000
     embedding_dim: Annotated[int, Field(ge=16, le=1024)] = 256
-    epochs: Annotated[int, Field(ge=1, le=100)] = 4
+    epochs: Annotated[int, Field(ge=1, le=100)] = 10
     batch_size: Annotated[int, Field(ge=4, le=4096)] = 64
-    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.1
     triplet_samples: Annotated[int, Field(ge=10, le=1_000_000)] = 2000
 
 
@@ -69,7 +69,7 @@ class IntentSettings(_Strict):
     char_ngram_max: Annotated[int, Field(ge=1, le=10)] = 5
     C: Annotated[float, Field(gt=0.0)] = 1.0
     calibration_folds: Annotated[int, Field(ge=2, le=20)] = 5
-    oos_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
+    oos_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
 
 
 class FewShotSettings(_Strict):

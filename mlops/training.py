@@ -28,7 +28,7 @@ from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.modeling.embedding import StaticEncoder, make_triplets, triplet_accuracy
 from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
-from mlops.modeling.intent import IntentClassifier, expected_calibration_error, intent_metrics
+from mlops.modeling.intent import IntentClassifier, expected_calibration_error, intent_metrics, place_vocabulary
 from mlops.modeling.retrieval import RetrievalModel, build_documents, ranking_metrics
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,12 @@ def kb_pairs(data: Datasets) -> list[tuple[str, str]]:
         for doc_id in row.relevant_ids:
             pairs.append((row.query, docs[doc_id]["text"]))
     return pairs
+
+
+def knowledge_base_places(data: Datasets) -> list[str]:
+    """Every place, country and district name of the knowledge base, plus the country itself."""
+    names = [*data.destinations["name"], *data.destinations["country"], *data.sri_lanka["name"]]
+    return [*names, *data.sri_lanka["district"], "Sri Lanka", "srilanka"]
 
 
 def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> TrainedModel:
@@ -118,6 +124,7 @@ def train_llm_model(data: Datasets, settings: Settings) -> TrainedModel:
         char_ngram_max=cfg.char_ngram_max,
         C=cfg.C,
         calibration_folds=cfg.calibration_folds,
+        places=place_vocabulary(knowledge_base_places(data)),
         seed=settings.training.seed,
     ).fit(train["text"], train["intent"])
     threshold = model.tune_threshold(val["text"], val["intent"], cfg.oos_weight)

