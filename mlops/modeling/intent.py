@@ -2,15 +2,15 @@
 
 One sklearn Pipeline (normalise → mask place names → word + character TF-IDF → linear SVM with
 sigmoid calibration) is the model. Place names from the knowledge base are replaced by one token,
-so "hostels in Lisbon" teaches the model about "hostels in Kandy" too. Out-of-scope is both a trained class and a rejection rule: a prediction whose
-calibrated confidence is below a threshold chosen on the validation split becomes ``out_of_scope``.
+so "hostels in Lisbon" teaches the model about "hostels in Kandy" too. Out-of-scope is both a
+trained class and a rejection rule: a prediction whose calibrated confidence is below a threshold
+chosen on the validation split becomes ``out_of_scope``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import re
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -23,7 +23,6 @@ from sklearn.svm import LinearSVC
 
 from mlops.data import OUT_OF_SCOPE
 from mlops.modeling.text import normalize
-
 
 PLACE_TOKEN = " placename "
 # Words of place names too generic to stand for a place on their own.
