@@ -186,7 +186,12 @@ def train_few_shot_model(data: Datasets, settings: Settings, encoder: StaticEnco
 
 def train_rag_model(data: Datasets, settings: Settings, encoder: StaticEncoder) -> TrainedModel:
     cfg = settings.training.rag_model
-    model = RetrievalModel(build_documents(data.destinations, data.sri_lanka), encoder, name_boost=cfg.name_boost)
+    model = RetrievalModel(
+        build_documents(data.destinations, data.sri_lanka),
+        encoder,
+        name_boost=cfg.name_boost,
+        country_boost=cfg.country_boost,
+    )
     dev, test = data.retrieval_split("dev"), data.retrieval_split("test")
     weight = model.tune(list(dev["query"]), list(dev["relevant_ids"]), cfg.dense_weights)
     scores = model.scores(list(test["query"]))

@@ -79,10 +79,37 @@ def build_documents(destinations: pd.DataFrame, sri_lanka: pd.DataFrame) -> list
     return docs
 
 
-def _name_patterns(name: str) -> list[re.Pattern]:
+def _name_variants(name: str) -> set[str]:
     base = normalize(re.sub(r"\(.*?\)", "", name))
-    variants = {base, *(part.strip() for part in re.split(r"[/,&]| and ", base) if len(part.strip()) >= 4)}
-    return [re.compile(rf"\b{re.escape(variant)}\b") for variant in variants if variant]
+    return {base, *(part.strip() for part in re.split(r"[/,&]| and ", base) if len(part.strip()) >= 4)} - {""}
+
+
+class _PhraseIndex:
+    """One compiled regex over many phrases, each phrase mapped to the documents it names."""
+
+    def __init__(self, phrases: dict[str, set[int]]):
+        self.docs = {phrase: sorted(ids) for phrase, ids in phrases.items()}
+        ordered = sorted(self.docs, key=len, reverse=True)
+        self.pattern = re.compile(r"\b(" + "|".join(map(re.escape, ordered)) + r")\b") if ordered else None
+
+    def matches(self, text: str) -> set[int]:
+        if self.pattern is None:
+            return set()
+        return {doc for match in self.pattern.finditer(text) for doc in self.docs[match.group(1)]}
+
+
+def _index(documents: list[dict], variants) -> _PhraseIndex:
+    phrases: dict[str, set[int]] = {}
+    for i, doc in enumerate(documents):
+        for phrase in variants(doc):
+            phrases.setdefault(phrase, set()).add(i)
+    return _PhraseIndex(phrases)
+
+
+def _country_variants(doc: dict) -> set[str]:
+    if doc["source"] == "sri_lanka":
+        return {"sri lanka", "srilanka", "ceylon"}
+    return _name_variants(doc["record"]["country"])
 
 
 class RetrievalModel:
@@ -93,36 +120,47 @@ class RetrievalModel:
         encoder: The embedding model used for the dense score.
         dense_weight: Weight ``w`` of the dense score in the fused score.
         name_boost: Added to the fused score of a document the query names.
+        country_boost: Added to the fused score of a document in a country the query names.
     """
 
     def __init__(
-        self, documents: list[dict], encoder: StaticEncoder, dense_weight: float = 0.5, name_boost: float = 0.3
+        self,
+        documents: list[dict],
+        encoder: StaticEncoder,
+        dense_weight: float = 0.5,
+        name_boost: float = 0.3,
+        country_boost: float = 0.1,
     ):
         self.documents = documents
         self.encoder = encoder
         self.dense_weight = dense_weight
         self.name_boost = name_boost
+        self.country_boost = country_boost
         texts = normalize_batch([doc["text"] for doc in documents])
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, stop_words="english")
         self.doc_sparse = self.vectorizer.fit_transform(texts).astype(np.float32).tocsr()
         self.doc_dense = encoder.encode(texts)
-        self.name_patterns = [_name_patterns(doc["name"]) for doc in documents]
+        self.names = _index(documents, lambda doc: _name_variants(doc["name"]))
+        self.countries = _index(documents, _country_variants)
         self.ids = [doc["id"] for doc in documents]
 
     def component_scores(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sparse, dense and name-match scores of shape ``(len(queries), len(documents))``."""
+        """Sparse, dense and mention scores of shape ``(len(queries), len(documents))``.
+
+        The mention score is ``name_boost`` for a document the query names plus ``country_boost``
+        for a document in a country the query names.
+        """
         normalized = normalize_batch(queries)
         sparse = (self.vectorizer.transform(normalized) @ self.doc_sparse.T).toarray()
         dense = self.encoder.encode(normalized) @ self.doc_dense.T
-        names = np.zeros_like(sparse)
+        mentions = np.zeros_like(sparse)
         for row, query in enumerate(normalized):
-            for col, patterns in enumerate(self.name_patterns):
-                if any(pattern.search(query) for pattern in patterns):
-                    names[row, col] = 1.0
-        return sparse, dense, names
+            mentions[row, list(self.names.matches(query))] += self.name_boost
+            mentions[row, list(self.countries.matches(query))] += self.country_boost
+        return sparse, dense, mentions
 
-    def fuse(self, sparse: np.ndarray, dense: np.ndarray, names: np.ndarray, dense_weight: float) -> np.ndarray:
-        return dense_weight * dense + (1 - dense_weight) * sparse + self.name_boost * names
+    def fuse(self, sparse: np.ndarray, dense: np.ndarray, mentions: np.ndarray, dense_weight: float) -> np.ndarray:
+        return dense_weight * dense + (1 - dense_weight) * sparse + mentions
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         return self.fuse(*self.component_scores(queries), self.dense_weight)

@@ -58,7 +58,7 @@ def test_unknown_key_names_file_key_and_allowed_keys(config_dir):
     [
         ("  seed: 42", "  seed: forty-two", "'training.seed'"),
         ("  port: 8502", "  port: 70000", "'monitoring.port'"),
-        ("    min_accuracy: 0.90", "    min_accuracy: 1.5", "'deployment.gates.min_accuracy'"),
+        ("    min_accuracy: 0.80", "    min_accuracy: 1.5", "'deployment.gates.min_accuracy'"),
         ('  tracking_uri: "sqlite:///mlruns/mlflow.db"', '  tracking_uri: "ftp://x"', "must start with one of"),
     ],
 )

@@ -1,0 +1,463 @@
+"""Deployment behind quality gates: validate candidates, promote atomically, roll back, keep history.
+
+Layout of ``models/`` (the only module that writes it is this one)::
+
+    models/manifest.json          what is live; written last, atomically (temp file, fsync, rename)
+    models/releases/<stamp>/      the model files of one deployment, never modified once written
+    models/history.jsonl          one JSON line per deploy / rollback / refusal / no-op
+    models/.lock                  held (flock) while a deployment or rollback runs
+
+A crash at any moment leaves ``manifest.json`` pointing at one whole release: the old one until the
+rename, the new one after it. The manifest also keeps the previous deployment, so ``rollback`` is
+one more atomic manifest write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from mlops.chatbot.bot import MANIFEST, DeploymentError, read_manifest, sha256_file, verified_path
+from mlops.config import MODEL_KEYS, Settings
+from mlops.data import Datasets, load_datasets
+from mlops.evaluation import GATE_METRICS, evaluate, latency_p95_ms, single_query_call
+
+logger = logging.getLogger(__name__)
+
+HISTORY = "history.jsonl"
+RELEASES = "releases"
+LOCK = ".lock"
+CHATBOT_MODEL = "travel_chatbot"
+SMOKE_QUERY = "Where can I see leopards in Sri Lanka?"
+LATENCY_QUERIES = 200
+
+
+class DeploymentRefused(RuntimeError):
+    """A candidate failed a gate or was worse than the champion; nothing deployed changed."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = reasons
+        super().__init__("; ".join(reasons))
+
+
+class DeploymentLocked(RuntimeError):
+    """Another deployment or rollback holds the lock."""
+
+
+@dataclass
+class Candidate:
+    key: str
+    version: str
+    run_id: str
+    path: Path
+    sha256: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    latency_p95_ms: float = 0.0
+
+
+@dataclass
+class DeployReport:
+    outcome: str  # deployed | unchanged | dry_run | rolled_back
+    manifest: dict | None
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    champion_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    reason: str = ""
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------- file helpers
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temp file in the same folder, fsync it, rename it over ``path``, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+    _fsync_dir(path.parent)
+
+
+def append_history(models_dir: Path, record: dict) -> None:
+    """Append one line to the deployment history and fsync it."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / HISTORY, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(models_dir: Path) -> list[dict]:
+    """All history records, oldest first; a torn last line (crash mid-write) is skipped."""
+    path = Path(models_dir) / HISTORY
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("%s: skipping an unreadable history line", path)
+    return records
+
+
+def live_at(models_dir: Path, when: datetime) -> dict | None:
+    """The versions that were live at ``when`` (from the history), or None if nothing was."""
+    live = None
+    for record in read_history(models_dir):
+        if record["outcome"] in ("deployed", "rolled_back") and datetime.fromisoformat(record["at"]) <= when:
+            live = record
+    return None if live is None else {"at": live["at"], "versions": live["versions"], "outcome": live["outcome"]}
+
+
+@contextmanager
+def deployment_lock(models_dir: Path) -> Iterator[None]:
+    """Exclusive lock on ``models/.lock``; released by the kernel if the process dies.
+
+    Raises:
+        DeploymentLocked: Another process holds it (its PID is named).
+    """
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise DeploymentLocked(f"another deployment is running (PID {holder}); try again when it ends") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def current_manifest(models_dir: Path) -> dict | None:
+    try:
+        return read_manifest(models_dir)
+    except DeploymentError:
+        if (Path(models_dir) / MANIFEST).exists():
+            raise
+        return None
+
+
+# ------------------------------------------------------------------------------------ validation
+def _gate_failures(candidate: Candidate, settings: Settings) -> list[str]:
+    gates = settings.deployment.gates
+    floors = {
+        ("llm_model", "accuracy"): gates.min_accuracy,
+        ("llm_model", "oos_recall"): gates.min_oos_recall,
+        ("rag_model", "hit_at_3"): gates.min_hit_at_3,
+        ("embedding_model", "triplet_accuracy"): gates.min_triplet_accuracy,
+        ("few_shot_model", "accuracy"): gates.min_few_shot_accuracy,
+    }
+    failures = [
+        f"{candidate.key} v{candidate.version}: {metric} {candidate.metrics[metric]:.3f} is below the gate {floor:.3f}"
+        for (key, metric), floor in floors.items()
+        if key == candidate.key and candidate.metrics[metric] < floor
+    ]
+    if candidate.latency_p95_ms > gates.max_p95_latency_ms:
+        failures.append(
+            f"{candidate.key} v{candidate.version}: p95 latency {candidate.latency_p95_ms:.2f} ms is above "
+            f"the gate {gates.max_p95_latency_ms:.2f} ms"
+        )
+    return failures
+
+
+def _comparison_failures(
+    candidate: Candidate, champion: dict[str, float], champion_version: str, tol: float
+) -> list[str]:
+    return [
+        f"{candidate.key} v{candidate.version}: {metric} {candidate.metrics[metric]:.3f} is worse than champion "
+        f"v{champion_version}'s {champion[metric]:.3f} by more than the tolerance {tol:.3f}"
+        for metric in GATE_METRICS[candidate.key]
+        if candidate.metrics[metric] < champion[metric] - tol
+    ]
+
+
+def _load_and_score(key: str, path: Path, data: Datasets, settings: Settings) -> tuple[Any, dict, float]:
+    model = joblib.load(path)
+    single_query_call(key, model)(SMOKE_QUERY)  # smoke prediction: raises if the artifact is broken
+    metrics = evaluate(key, model, data, settings.training.seed, settings.training.embedding_model.triplet_samples)
+    queries = list(data.intent_split("test")["text"])[:LATENCY_QUERIES]
+    return model, metrics, latency_p95_ms(single_query_call(key, model), queries)
+
+
+def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
+    """Download (and sha256-verify) the newest registered version of each model.
+
+    Raises:
+        DeploymentError: A model has no registered version.
+    """
+    from mlops.tracking import download_registered_pickle, latest_version
+
+    candidates = {}
+    for key in keys:
+        model_version = latest_version(key)
+        if model_version is None:
+            raise DeploymentError(
+                f"no registered version of {key}; train first (python mlops/scripts/train_chatbot_models.py)"
+            )
+        path = download_registered_pickle(key, model_version, dest / key)
+        candidates[key] = Candidate(key, str(model_version.version), model_version.run_id, path, sha256_file(path))
+    return candidates
+
+
+# ------------------------------------------------------------------------------------- promotion
+def _release_manifest(candidates: dict[str, Candidate], release: str, previous: dict | None) -> dict:
+    manifest = {
+        "deployed_at": datetime.now(UTC).isoformat(),
+        "deployed_by": getpass.getuser(),
+        "release": release,
+        "models": {
+            key: {
+                "registered_model": key,
+                "version": c.version,
+                "run_id": c.run_id,
+                "files": {f"{RELEASES}/{release}/{key}.pkl": c.sha256},
+                "metrics": c.metrics,
+                "latency_p95_ms": c.latency_p95_ms,
+            }
+            for key, c in candidates.items()
+        },
+    }
+    if previous:
+        manifest["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+    return manifest
+
+
+def _write_release(models_dir: Path, candidates: dict[str, Candidate]) -> str:
+    release = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    staging = models_dir / RELEASES / f".staging-{release}"
+    staging.mkdir(parents=True)
+    for key, candidate in candidates.items():
+        target = staging / f"{key}.pkl"
+        shutil.copyfile(candidate.path, target)
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(staging)
+    os.rename(staging, models_dir / RELEASES / release)
+    _fsync_dir(models_dir / RELEASES)
+    return release
+
+
+def _referenced_releases(manifest: dict | None) -> set[str]:
+    found: set[str] = set()
+    for entry in (manifest, (manifest or {}).get("previous")):
+        if entry and entry.get("release"):
+            found.add(entry["release"])
+    return found
+
+
+def prune_releases(models_dir: Path, manifest: dict | None) -> None:
+    """Delete release folders (and abandoned staging folders) that neither the live nor the previous deployment uses."""
+    keep = _referenced_releases(manifest)
+    for folder in (models_dir / RELEASES).glob("*"):
+        if folder.is_dir() and folder.name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _versions(manifest: dict | None) -> dict[str, str]:
+    return {key: str(entry["version"]) for key, entry in (manifest or {}).get("models", {}).items()}
+
+
+def _history_record(action: str, outcome: str, manifest: dict | None, reason: str, extra: dict | None = None) -> dict:
+    models = (manifest or {}).get("models", {})
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "by": getpass.getuser(),
+        "action": action,
+        "outcome": outcome,
+        "versions": _versions(manifest),
+        "run_ids": {key: entry.get("run_id") for key, entry in models.items()},
+        "metrics": {key: entry.get("metrics", {}) for key, entry in models.items()},
+        "release": (manifest or {}).get("release"),
+        "reason": reason,
+        **(extra or {}),
+    }
+
+
+def set_aliases(manifest: dict) -> None:
+    """Point ``champion`` at the live versions and ``previous`` at the ones before them."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    previous = manifest.get("previous") or {}
+    for key, version in _versions(manifest).items():
+        client.set_registered_model_alias(key, "champion", version)
+        old = _versions(previous).get(key)
+        if old and old != version:
+            client.set_registered_model_alias(key, "previous", old)
+    for alias, entry in (("champion", manifest), ("previous", previous)):
+        if entry.get("travel_chatbot_version"):
+            client.set_registered_model_alias(CHATBOT_MODEL, alias, str(entry["travel_chatbot_version"]))
+
+
+def register_chatbot(models_dir: Path, manifest: dict) -> str:
+    """Log and register the whole bot (the files of this release) as the ``travel_chatbot`` pyfunc."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from mlops.tracking import pip_requirements
+
+    artifacts, hashes = {}, {}
+    for key, entry in manifest["models"].items():
+        ((relative, digest),) = entry["files"].items()
+        artifacts[key], hashes[key] = str(models_dir / relative), digest
+    example = pd.DataFrame({"text": [SMOKE_QUERY]})
+    output = pd.DataFrame({"answer": ["..."], "intent": ["activities"], "confidence": [0.9], "sources": ["[]"]})
+    with mlflow.start_run(run_name=f"deployment-{manifest['release']}"):
+        mlflow.set_tags({"action": "deploy", "release": manifest["release"]})
+        mlflow.log_params({f"{key}_version": version for key, version in _versions(manifest).items()})
+        info = mlflow.pyfunc.log_model(
+            name=CHATBOT_MODEL,
+            python_model=str(Path(__file__).parent / "chatbot" / "pyfunc.py"),
+            artifacts=artifacts,
+            model_config={"sha256": hashes, "versions": _versions(manifest)},
+            signature=infer_signature(example, output),
+            pip_requirements=pip_requirements(),
+            registered_model_name=CHATBOT_MODEL,
+        )
+    return str(info.registered_model_version)
+
+
+def deploy(
+    settings: Settings,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
+    data: Datasets | None = None,
+) -> DeployReport:
+    """Validate the newest registered version of every enabled model and promote them together.
+
+    Args:
+        settings: Validated configuration.
+        force: Skip the comparison with the champion (never the integrity checks or the gates).
+        dry_run: Validate and report, change nothing.
+        progress: Called with a short message as each step starts.
+        data: Already loaded datasets (loaded from ``settings`` when None).
+
+    Returns:
+        What happened, with the candidates' metrics.
+
+    Raises:
+        DeploymentRefused: A gate or the champion comparison failed; nothing changed.
+        DeploymentError: Nothing registered, or an artifact fails its integrity check.
+        DeploymentLocked: Another deployment is running.
+    """
+    from mlops.tracking import configure_tracking
+
+    say = progress or (lambda message: logger.info("%s", message))
+    tic = time.perf_counter()
+    models_dir = settings.models_dir
+    keys = [key for key in MODEL_KEYS if settings.deployment.models[key].enabled]
+    configure_tracking(settings)
+    data = data or load_datasets(settings.data_dir)
+    with deployment_lock(models_dir), tempfile.TemporaryDirectory(prefix="mlops-deploy-") as tmp:
+        live = current_manifest(models_dir)
+        say("Fetching candidates from the model registry")
+        candidates = fetch_candidates(keys, Path(tmp))
+        if live and _versions(live) == {key: c.version for key, c in candidates.items()}:
+            reason = "the registered versions are already deployed"
+            append_history(models_dir, _history_record("deploy", "unchanged", live, reason))
+            return DeployReport("unchanged", live, candidates, reason=reason, seconds=time.perf_counter() - tic)
+        failures: list[str] = []
+        champion_metrics: dict[str, dict[str, float]] = {}
+        for key, candidate in candidates.items():
+            say(f"Validating {key} v{candidate.version}")
+            _, candidate.metrics, candidate.latency_p95_ms = _load_and_score(key, candidate.path, data, settings)
+            failures += _gate_failures(candidate, settings)
+            champion = (live or {}).get("models", {}).get(key)
+            if champion and str(champion["version"]) != candidate.version:
+                ((relative, digest),) = champion["files"].items()
+                path = verified_path(models_dir, relative, digest)
+                champion_metrics[key] = evaluate(key, joblib.load(path), data, settings.training.seed,
+                                                 settings.training.embedding_model.triplet_samples)  # fmt: skip
+                if not force:
+                    failures += _comparison_failures(
+                        candidate, champion_metrics[key], str(champion["version"]), settings.deployment.gates.tolerance
+                    )
+        proposed = _release_manifest(candidates, "(dry run)", live)
+        if failures:
+            append_history(models_dir, _history_record("deploy", "refused", proposed, "; ".join(failures)))
+            raise DeploymentRefused(failures)
+        if dry_run:
+            return DeployReport(
+                "dry_run", proposed, candidates, champion_metrics, "all gates passed", time.perf_counter() - tic
+            )
+        say("Promoting: writing the release and the manifest")
+        release = _write_release(models_dir, candidates)
+        manifest = _release_manifest(candidates, release, live)
+        write_json_atomic(models_dir / MANIFEST, manifest)
+        reason = "forced past the champion comparison" if force else "passed all gates"
+        append_history(models_dir, _history_record("deploy", "deployed", manifest, reason))
+        say("Registering travel_chatbot and moving the aliases")
+        manifest["travel_chatbot_version"] = register_chatbot(models_dir, manifest)
+        write_json_atomic(models_dir / MANIFEST, manifest)
+        set_aliases(manifest)
+        prune_releases(models_dir, manifest)
+    return DeployReport("deployed", manifest, candidates, champion_metrics, reason, time.perf_counter() - tic)
+
+
+def rollback(settings: Settings, progress: Callable[[str], None] | None = None) -> DeployReport:
+    """Return to the previous deployment (files, manifest and aliases) in one atomic manifest write.
+
+    Raises:
+        DeploymentError: Nothing deployed, no previous deployment, or its files fail verification.
+        DeploymentLocked: Another deployment is running.
+    """
+    from mlops.tracking import configure_tracking
+
+    say = progress or (lambda message: logger.info("%s", message))
+    tic = time.perf_counter()
+    models_dir = settings.models_dir
+    configure_tracking(settings)
+    with deployment_lock(models_dir):
+        live = current_manifest(models_dir)
+        if live is None:
+            raise DeploymentError(f"nothing is deployed in {models_dir}; there is nothing to roll back")
+        previous = live.get("previous")
+        if not previous:
+            raise DeploymentError("the live deployment has no previous deployment to roll back to")
+        say(f"Verifying release {previous.get('release')}")
+        for entry in previous["models"].values():
+            ((relative, digest),) = entry["files"].items()
+            verified_path(models_dir, relative, digest)
+        manifest = {**previous, "previous": {k: v for k, v in live.items() if k != "previous"}}
+        manifest["rolled_back_at"] = datetime.now(UTC).isoformat()
+        write_json_atomic(models_dir / MANIFEST, manifest)
+        append_history(
+            models_dir,
+            _history_record("rollback", "rolled_back", manifest, f"rolled back from release {live.get('release')}"),
+        )
+        say("Moving the aliases")
+        set_aliases(manifest)
+    return DeployReport("rolled_back", manifest, reason="rolled back", seconds=time.perf_counter() - tic)

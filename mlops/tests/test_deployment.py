@@ -1,0 +1,259 @@
+"""Deployment: gates, champion comparison, atomic promotion, rollback, history, integrity on load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
+import pytest
+
+from mlops.chatbot import DeploymentError, TravelChatbot
+from mlops.config import MODEL_KEYS, PROJ_ROOT
+from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, live_at, read_history, rollback
+from mlops.tracking import configure_tracking, log_pickled_model
+from mlops.training import EXAMPLE_QUERIES, run_training
+
+from .conftest import FAST_TRAINING, write_settings
+
+OPEN_GATES = {
+    "deployment_config.yaml": {
+        "deployment": {
+            "gates": {
+                "min_accuracy": 0.0, "min_oos_recall": 0.0, "min_hit_at_3": 0.0,
+                "min_triplet_accuracy": 0.0, "min_few_shot_accuracy": 0.0, "tolerance": 0.01,
+            }
+        }
+    }
+}  # fmt: skip
+
+
+def settings_for(root: Path, tiny_data_dir: Path, extra: dict | None = None):
+    overrides = {**FAST_TRAINING, **OPEN_GATES}
+    for name, value in (extra or {}).items():
+        overrides[name] = value
+    return write_settings(root, overrides, data_dir=tiny_data_dir)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, tiny_data_dir):
+    root = tmp_path_factory.mktemp("deploy")
+    settings = settings_for(root, tiny_data_dir)
+    run_training(settings)
+    report = deploy(settings)
+    return settings, report
+
+
+def manifest_bytes(settings) -> bytes:
+    return (settings.models_dir / "manifest.json").read_bytes()
+
+
+def test_deploy_writes_manifest_files_aliases_and_history(deployed):
+    settings, report = deployed
+    assert report.outcome == "deployed"
+    manifest = json.loads(manifest_bytes(settings))
+    assert datetime.fromisoformat(manifest["deployed_at"]).tzinfo is not None
+    for key in MODEL_KEYS:
+        entry = manifest["models"][key]
+        assert entry["registered_model"] == key and entry["version"] == "1" and entry["run_id"]
+        ((relative, digest),) = entry["files"].items()
+        assert not Path(relative).is_absolute() and (settings.models_dir / relative).is_file()
+        assert len(digest) == 64 and entry["metrics"]
+    configure_tracking(settings)
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("llm_model", "champion").version) == "1"
+    assert (
+        str(client.get_model_version_by_alias("travel_chatbot", "champion").version)
+        == manifest["travel_chatbot_version"]
+    )
+    assert read_history(settings.models_dir)[-1]["outcome"] == "deployed"
+
+
+def test_the_registered_travel_chatbot_pyfunc_answers(deployed):
+    settings, _ = deployed
+    configure_tracking(settings)
+    import pandas as pd
+
+    bot = mlflow.pyfunc.load_model("models:/travel_chatbot@champion")
+    out = bot.predict(pd.DataFrame({"text": ["hello", "Where can I see leopards in Sri Lanka?"]}))
+    assert list(out.columns) == ["answer", "intent", "confidence", "sources"]
+    assert out["answer"].str.len().min() > 10
+
+
+def test_an_unchanged_candidate_is_a_no_op(deployed):
+    settings, _ = deployed
+    before = manifest_bytes(settings)
+    report = deploy(settings)
+    assert report.outcome == "unchanged" and "already deployed" in report.reason
+    assert manifest_bytes(settings) == before
+
+
+def test_chatbot_loads_and_answers_with_the_design_fields(deployed):
+    settings, _ = deployed
+    bot = TravelChatbot.load(settings.models_dir)
+    for query in ["Where can I see leopards in Sri Lanka?", "", "   ", "x" * 10_000, "ලංකාවේ කොළඹ 🐘🐘", "مرحبا"]:
+        result = bot.process_query(query)
+        assert set(result) == {"answer", "intent", "confidence", "sources", "latency_ms"}
+        assert isinstance(result["answer"], str) and result["answer"]
+        assert 0.0 <= result["confidence"] <= 1.0 and result["latency_ms"] >= 0
+        assert all({"name", "score"} <= set(source) for source in result["sources"])
+
+
+def test_serving_imports_no_torch_and_no_training_code(deployed):
+    settings, _ = deployed
+    code = (
+        "import sys; from mlops.chatbot import TravelChatbot\n"
+        f"bot = TravelChatbot.load({str(settings.models_dir)!r}); bot.process_query('beaches in sri lanka')\n"
+        "bad = [m for m in ('torch', 'sentence_transformers', 'mlops.training', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJ_ROOT)
+
+
+def test_nothing_deployed_gives_a_clear_error(tmp_path):
+    with pytest.raises(
+        DeploymentError, match="nothing is deployed .* run `python mlops/scripts/deploy_chatbot_models.py`"
+    ):
+        TravelChatbot.load(tmp_path)
+
+
+def _copy_deployment(settings, tmp_path) -> Path:
+    import shutil
+
+    target = tmp_path / "models"
+    shutil.copytree(settings.models_dir, target)
+    return target
+
+
+def test_a_tampered_file_is_refused_before_unpickling(deployed, tmp_path):
+    settings, _ = deployed
+    models_dir = _copy_deployment(settings, tmp_path)
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    ((relative, _),) = manifest["models"]["llm_model"]["files"].items()
+    with open(models_dir / relative, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(DeploymentError, match="differs from the manifest"):
+        TravelChatbot.load(models_dir)
+    (models_dir / relative).unlink()
+    with pytest.raises(DeploymentError, match="missing"):
+        TravelChatbot.load(models_dir)
+
+
+def test_a_manifest_pointing_outside_models_is_refused(deployed, tmp_path):
+    settings, _ = deployed
+    models_dir = _copy_deployment(settings, tmp_path)
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"not a pickle")
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    manifest["models"]["llm_model"]["files"] = {"../evil.pkl": "0" * 64}
+    (models_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DeploymentError, match="points outside"):
+        TravelChatbot.load(models_dir)
+
+
+def test_gate_failure_refuses_with_metric_value_and_threshold(tmp_path, tiny_data_dir):
+    settings = settings_for(tmp_path, tiny_data_dir, {
+        "deployment_config.yaml": {"deployment": {"gates": {"min_accuracy": 0.99, "min_hit_at_3": 0.0,
+                                   "min_oos_recall": 0.0, "min_triplet_accuracy": 0.0, "min_few_shot_accuracy": 0.0}}}
+    })  # fmt: skip
+    run_training(settings, ["llm_model", "embedding_model", "rag_model", "few_shot_model"])
+    with pytest.raises(DeploymentRefused, match=r"llm_model v1: accuracy 0\.\d+ is below the gate 0\.990"):
+        deploy(settings)
+    assert not (settings.models_dir / "manifest.json").exists()
+    assert read_history(settings.models_dir)[-1]["outcome"] == "refused"
+
+
+class ShuffledIntents:
+    """An intent model that answers a fixed wrong intent: a real, registered, clearly worse candidate."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def predict(self, texts):
+        return np.array([self.label] * len(texts), dtype=object)
+
+    def predict_with_confidence(self, texts):
+        return [(self.label, 0.5) for _ in texts]
+
+
+def test_worse_candidate_is_refused_then_forced_then_rolled_back(tmp_path, tiny_data_dir):
+    settings = settings_for(tmp_path, tiny_data_dir)
+    run_training(settings)
+    first = deploy(settings)
+    assert first.outcome == "deployed"
+    champion_bytes = manifest_bytes(settings)
+
+    configure_tracking(settings)
+    path = tmp_path / "bad.pkl"
+    joblib.dump(ShuffledIntents("weather"), path)
+    with mlflow.start_run(run_name="bad"):
+        log_pickled_model("llm_model", path, EXAMPLE_QUERIES, register=True)
+
+    dry = deploy(settings, dry_run=True, force=True)
+    assert dry.outcome == "dry_run" and manifest_bytes(settings) == champion_bytes
+    with pytest.raises(DeploymentRefused, match=r"llm_model v2: accuracy .* worse than champion v1"):
+        deploy(settings)
+    assert manifest_bytes(settings) == champion_bytes
+
+    forced = deploy(settings, force=True)
+    assert forced.outcome == "deployed" and forced.manifest["models"]["llm_model"]["version"] == "2"
+    assert TravelChatbot.load(settings.models_dir).process_query("sunny?")["intent"] == "weather"
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("llm_model", "previous").version) == "1"
+
+    back = rollback(settings)
+    assert back.manifest["models"]["llm_model"]["version"] == "1"
+    assert str(client.get_model_version_by_alias("llm_model", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("llm_model", "previous").version) == "2"
+    bot = TravelChatbot.load(settings.models_dir)
+    assert bot.versions["llm_model"] == "1"
+    outcomes = [record["outcome"] for record in read_history(settings.models_dir)]
+    assert outcomes == ["deployed", "refused", "deployed", "rolled_back"]
+
+    before_force = datetime.fromisoformat(read_history(settings.models_dir)[2]["at"])
+    assert live_at(settings.models_dir, before_force)["versions"]["llm_model"] == "2"
+    assert live_at(settings.models_dir, datetime.now(UTC))["versions"]["llm_model"] == "1"
+    assert live_at(settings.models_dir, datetime(2000, 1, 1, tzinfo=UTC)) is None
+
+
+def test_rollback_without_previous_is_a_clear_error(deployed):
+    settings, _ = deployed
+    with pytest.raises(DeploymentError, match="no previous deployment"):
+        rollback(settings)
+
+
+def test_a_second_deployment_waits_for_the_lock(deployed):
+    settings, _ = deployed
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from mlops.deployment import deployment_lock\n"
+         f"with deployment_lock(Path({str(settings.models_dir)!r})):\n    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DeploymentLocked, match=f"PID {holder.pid}"):
+            deploy(settings)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert deploy(settings).outcome == "unchanged"  # the lock died with its holder
+
+
+def test_deploy_cli_exit_codes(deployed, tmp_path):
+    settings, _ = deployed
+    env = {**os.environ, "MLOPS_CONFIG_DIR": str(settings.root / "configs")}
+    script = str(PROJ_ROOT / "mlops" / "scripts" / "deploy_chatbot_models.py")
+    ok = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "unchanged" in ok.stdout
+    bad = subprocess.run([sys.executable, script, "--rollback", "--dry-run"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--dry-run cannot be combined" in bad.stderr
