@@ -1,17 +1,18 @@
-"""The full MLOps pipeline: dependency and store checks, data validation, training, evaluation, status.
+"""The full MLOps pipeline: checks, data validation, training, evaluation, gated deployment, status.
 
     python mlops_pipeline.py [--models KEY ...]
 
-Deployment behind quality gates and the launch of the dashboard, MLflow UI and chatbot UI are the
-next steps of this script (see the README's roadmap); today it stops after the status report.
+Launching the monitoring dashboard, the MLflow UI and the chatbot UI is the next step of this
+script (see the README's roadmap); today it stops after the status report.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from mlops.cli import StepPrinter, exit_codes, setup_logging
+from mlops.cli import Refused, StepPrinter, exit_codes, setup_logging
 from mlops.config import MODEL_KEYS, load_settings
+from mlops.deployment import DeploymentLocked, DeploymentRefused
 from mlops.pipeline import run_pipeline
 from mlops.training import HEADLINE_METRICS
 
@@ -24,7 +25,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         setup_logging(settings.training.log_level)
         steps = StepPrinter()
-        result = run_pipeline(settings, steps, args.models)
+        try:
+            result = run_pipeline(settings, steps, args.models)
+        except (DeploymentRefused, DeploymentLocked) as exc:
+            steps.done()
+            raise Refused(f"{exc}; the last good deployment keeps serving") from None
         total = steps.done()
         print(f"\nPipeline finished in {total:.1f}s")
         for name, detail in result.steps.items():
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         for key, entry in result.training["models"].items():
             shown = ", ".join(f"{m}={entry['metrics'][m]:.3f}" for m in HEADLINE_METRICS[key])
             print(f"  {key:<16} v{entry['version']:<4} {shown}")
+        print(f"\nDeployment: {result.deployment.outcome} in {settings.models_dir}")
+        print('Ask it:      .venv/bin/python -m mlops.chatbot "Where can I see leopards in Sri Lanka?"')
         print(f"\nBrowse runs: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --workers 1")
 
 

@@ -1,15 +1,20 @@
 """Benchmarks: ``python -m mlops.bench [--repeat N]`` (what ``make bench`` runs).
 
-Trains all four models plus MLflow logging in a fresh temporary store, N times, and writes the
-wall-clock times and held-out metrics to ``docs/BENCHMARKS.md`` with the command, machine and date.
+In a fresh temporary store, N times: trains all four models with MLflow logging, then deploys them
+through the gates. Then, in a clean subprocess that imports only the serving code: load time, query
+latency with the inference log on, throughput and RSS. Writes ``docs/BENCHMARKS.md`` with the
+command, machine and date of every figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -50,18 +55,76 @@ def isolated_settings(root: Path):
     return load_settings(config_dir, env={}, root=root)
 
 
-def bench_training(repeat: int) -> tuple[list[float], dict]:
-    times, results = [], {}
-    for _ in range(repeat):
+SERVING_QUERIES = [
+    "Where can I see leopards in Sri Lanka?", "best time to visit kyoto", "hi there", "cheap hostels in lisbon",
+    "how do i get from colombo to kandy", "is it safe to drink tap water in mexico city", "thanks!",
+    "what is sigiriya famous for", "write me a python script", "things to do in ella", "visa for sri lanka?",
+    "how much does a week in iceland cost", "beach towns near galle", "plan 10 days in sri lanka",
+]  # fmt: skip
+
+
+def probe_serving(models_dir: Path, log_path: Path, n: int) -> dict:
+    """Run in a fresh process: load the bot, answer ``n`` queries with logging on, report figures."""
+    import numpy as np
+    import psutil
+
+    from mlops.chatbot import TravelChatbot
+    from mlops.monitoring.inference_log import InferenceLog
+
+    tic = time.perf_counter()
+    bot = TravelChatbot.load(models_dir)
+    load_s = time.perf_counter() - tic
+    log = InferenceLog(log_path, bot.versions)
+    bot.on_response = log
+    for query in SERVING_QUERIES:
+        bot.process_query(query)
+    latencies = []
+    tic = time.perf_counter()
+    for i in range(n):
+        latencies.append(bot.process_query(SERVING_QUERIES[i % len(SERVING_QUERIES)])["latency_ms"])
+    wall = time.perf_counter() - tic
+    log.close()
+    return {
+        "load_s": load_s,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "qps_1_thread": n / wall,
+        "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "logged_rows": log.written,
+        "torch_loaded": "torch" in sys.modules,
+    }
+
+
+def bench_training(repeat: int) -> tuple[list[float], list[float], dict, dict]:
+    """Train + deploy ``repeat`` times in fresh stores; probe serving on the last deployment."""
+    train_times, deploy_times, results, serving = [], [], {}, {}
+    from mlops.deployment import deploy
+
+    for i in range(repeat):
         with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
             settings = isolated_settings(Path(tmp))
             tic = time.perf_counter()
             results = run_training(settings)
-            times.append(time.perf_counter() - tic)
-    return times, results
+            train_times.append(time.perf_counter() - tic)
+            tic = time.perf_counter()
+            deploy(settings)
+            deploy_times.append(time.perf_counter() - tic)
+            if i == repeat - 1:
+                serving = run_probe(settings.models_dir, Path(tmp) / "inference.db")
+                serving["deployed_mb"] = sum(f.stat().st_size for f in settings.models_dir.rglob("*.pkl")) / 2**20
+    return train_times, deploy_times, results, serving
 
 
-def render(times: list[float], results: dict, command: str) -> str:
+def run_probe(models_dir: Path, log_path: Path, n: int = 2000) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "mlops.bench", "--probe", str(models_dir), str(log_path), str(n)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def render(times: list[float], deploy_times: list[float], results: dict, serving: dict, command: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
@@ -82,6 +145,29 @@ def render(times: list[float], results: dict, command: str) -> str:
     for key, entry in results["models"].items():
         shown = ", ".join(f"{m} {entry['metrics'][m]:.3f}" for m in HEADLINE_METRICS[key])
         lines.append(f"| {key} | {entry['training_time_s']:.1f} | {shown} |")
+    lines += [
+        "",
+        "## Deployment (validation, gates, release, manifest, travel_chatbot registration)",
+        "",
+        "| runs | median (s) | min (s) | max (s) | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {len(deploy_times)} | {statistics.median(deploy_times):.2f} | {min(deploy_times):.2f} | "
+        f"{max(deploy_times):.2f} | ≤ 5 s |",
+        "",
+        "## Serving in-process (fresh process, inference log on, 2,000 queries, 1 thread)",
+        "",
+        "| figure | measured | target |",
+        "| --- | --- | --- |",
+        f"| `TravelChatbot.load()` | {serving['load_s']:.3f} s | ≤ 1 s |",
+        f"| `process_query` p50 | {serving['p50_ms']:.2f} ms | ≤ 2 ms |",
+        f"| `process_query` p95 | {serving['p95_ms']:.2f} ms | – |",
+        f"| `process_query` p99 | {serving['p99_ms']:.2f} ms | ≤ 10 ms |",
+        f"| throughput | {serving['qps_1_thread']:.0f} queries/s | – |",
+        f"| process RSS after the run | {serving['rss_mb']:.0f} MB | ≤ 250 MB |",
+        f"| deployed model files | {serving['deployed_mb']:.1f} MB | ≤ 50 MB |",
+        f"| rows in the inference log | {serving['logged_rows']} | every query |",
+        f"| torch imported by serving | {serving['torch_loaded']} | False |",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -89,11 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="training runs to time (default 3)")
     parser.add_argument("--output", type=Path, default=DOCS, help="markdown file to write")
+    parser.add_argument("--probe", nargs=3, metavar=("MODELS_DIR", "LOG", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe_serving(Path(args.probe[0]), Path(args.probe[1]), int(args.probe[2]))))
+        return
     with exit_codes():
         setup_logging("WARNING")
-        times, results = bench_training(args.repeat)
-        text = render(times, results, f"python -m mlops.bench --repeat {args.repeat}")
+        times, deploy_times, results, serving = bench_training(args.repeat)
+        text = render(times, deploy_times, results, serving, f"python -m mlops.bench --repeat {args.repeat}")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text, encoding="utf-8")
         print(text)

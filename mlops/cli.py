@@ -28,6 +28,8 @@ class Refused(RuntimeError):
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr through rich when it is a terminal, plain lines otherwise."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if level != "DEBUG":  # MLflow configures its own loggers from this variable when first imported
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     handlers: list[logging.Handler]
     if sys.stderr.isatty():
         from rich.logging import RichHandler

@@ -55,8 +55,8 @@ class MlflowFile(_Strict):
 # ---------------------------------------------------------------- training_config.yaml
 class EmbeddingSettings(_Strict):
     base_model: str | None = None
-    vocab_size: Annotated[int, Field(ge=500, le=100_000)] = 6000
-    embedding_dim: Annotated[int, Field(ge=16, le=1024)] = 256
+    vocab_size: Annotated[int, Field(ge=500, le=100_000)] = 10000
+    embedding_dim: Annotated[int, Field(ge=16, le=1024)] = 128
     epochs: Annotated[int, Field(ge=1, le=100)] = 10
     batch_size: Annotated[int, Field(ge=4, le=4096)] = 64
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.1

@@ -14,28 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlops.taxonomy import INTENTS, OUT_OF_SCOPE
+
 logger = logging.getLogger(__name__)
 
-INTENTS = (
-    "destination_recommendation",
-    "destination_info",
-    "best_time_to_visit",
-    "weather",
-    "budget_planning",
-    "visa_requirements",
-    "transportation",
-    "accommodation",
-    "activities",
-    "food_and_cuisine",
-    "safety_and_health",
-    "itinerary_planning",
-    "currency_exchange",
-    "greeting",
-    "thanks",
-    "goodbye",
-    "out_of_scope",
-)
-OUT_OF_SCOPE = "out_of_scope"
+__all__ = ["INTENTS", "OUT_OF_SCOPE", "Datasets", "DataValidationError", "load_datasets"]
+
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 CONTINENTS = ("Africa", "Asia", "Europe", "North America", "South America", "Oceania")
 PROVINCES = (

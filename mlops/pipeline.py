@@ -1,4 +1,4 @@
-"""The steps the launchers chain: dependency check, tracking-store check, data validation, training.
+"""The steps the launchers chain: dependency and store checks, data validation, training, deployment.
 
 Each step is a plain function that raises a clear error; ``run_pipeline`` runs them in order with a
 progress callback and stops at the first failure, leaving whatever is deployed untouched.
@@ -83,16 +83,19 @@ class PipelineResult:
     steps: dict[str, str] = field(default_factory=dict)
     training: dict | None = None
     data: Datasets | None = None
+    deployment: object | None = None
 
 
 def run_pipeline(
     settings: Settings, progress: Callable[[str], None], train_models: list[str] | None = None
 ) -> PipelineResult:
-    """Dependency check → tracking store check → data validation → training and evaluation.
+    """Dependency check → tracking store check → data validation → training and evaluation → deployment.
 
     Raises:
         DependencyError, RuntimeError, DataValidationError: The step that failed, with its reason.
+        DeploymentRefused: The new models failed a gate; the last good deployment keeps serving.
     """
+    from mlops.deployment import deploy
     from mlops.training import run_training
 
     result = PipelineResult()
@@ -105,4 +108,6 @@ def run_pipeline(
     result.steps["data"] = f"fingerprint {result.data.fingerprint[:12]}"
     result.training = run_training(settings, train_models, progress=progress)
     result.steps["training"] = result.training["results_file"]
+    result.deployment = deploy(settings, progress=progress, data=result.data)
+    result.steps["deployment"] = f"{result.deployment.outcome}: {result.deployment.reason}"
     return result

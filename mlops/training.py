@@ -83,7 +83,8 @@ def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> 
     from mlops.modeling.embedding import train_embedding
 
     cfg, seed = settings.training.embedding_model, settings.training.seed
-    train = data.intent_split("train")
+    # train + val: val only tunes the llm_model threshold, and the test split stays unseen.
+    train = pd.concat([data.intent_split("train"), data.intent_split("val")], ignore_index=True)
     docs = build_documents(data.destinations, data.sri_lanka)
     corpus = list(train["text"]) + [doc["text"] for doc in docs]
     st_model, encoder = train_embedding(

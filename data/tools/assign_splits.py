@@ -76,7 +76,7 @@ def main() -> None:
         key=lambda r: (order[r["split"]], r["intent"]),
     )
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["text", "intent", "split"])
+        writer = csv.DictWriter(handle, fieldnames=["text", "intent", "split"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(out)
 
@@ -88,7 +88,7 @@ def main() -> None:
     source = ["sri_lanka" if r["relevant_ids"].startswith("SL") else "destinations" for r in rows]
     splits = deal(source, list(range(len(rows))), {"test": 0.5, "dev": 0.5})
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["query", "relevant_ids", "split"])
+        writer = csv.DictWriter(handle, fieldnames=["query", "relevant_ids", "split"], lineterminator="\n")
         writer.writeheader()
         writer.writerows({**r, "split": s} for r, s in zip(rows, splits, strict=True))
 

@@ -12,18 +12,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("query", nargs="+", help="the question")
     parser.add_argument("--models-dir", default=None, help="deployment folder (default: from deployment_config.yaml)")
+    parser.add_argument("--no-log", action="store_true", help="do not write the query to the inference log")
     args = parser.parse_args(argv)
-    models_dir = args.models_dir
-    if models_dir is None:
-        from mlops.config import load_settings
+    from mlops.config import ConfigError, load_settings
+    from mlops.monitoring.inference_log import InferenceLog
 
-        models_dir = load_settings().models_dir
     try:
-        bot = TravelChatbot.load(models_dir)
-    except DeploymentError as exc:
+        settings = load_settings()
+        bot = TravelChatbot.load(args.models_dir or settings.models_dir)
+    except (ConfigError, DeploymentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    log = None if args.no_log else InferenceLog(settings.path(settings.monitoring.inference_log), bot.versions)
+    bot.on_response = log
     result = bot.process_query(" ".join(args.query))
+    if log is not None:
+        log.close()
     print(result["answer"])
     print(f"\nintent: {result['intent']} (confidence {result['confidence']:.2f}), {result['latency_ms']:.1f} ms")
     for source in result["sources"]:

@@ -1,9 +1,10 @@
 """``embedding_model``: a sentence-transformers StaticEmbedding trained here, served with numpy.
 
-Training builds a WordPiece tokenizer from the project's own text (``tokenizers``), then trains a
+Training builds a WordPiece tokenizer from the project's own text (``tokenizers``, with a vocabulary
+ranked deterministically), then trains a
 ``SentenceTransformer([StaticEmbedding, Normalize])`` from random initialisation in two phases:
 knowledge-base pairs with MultipleNegativesRankingLoss (duplicate-free batches), then the intent
-examples with a batch triplet loss over label-grouped batches, so sentences of the same intent are
+examples with BatchAllTripletLoss over label-grouped batches, so sentences of the same intent are
 never used as each other's negatives. Nothing is downloaded.
 
 Serving uses :class:`StaticEncoder`, which holds the same tokenizer and embedding table and
@@ -68,14 +69,43 @@ class StaticEncoder:
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Train a lower-casing WordPiece tokenizer on the project's own text."""
-    from tokenizers import models, normalizers, pre_tokenizers, trainers
+    """Build a lower-casing WordPiece tokenizer from the project's own text, deterministically.
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=["[UNK]"])
-    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    The vocabulary is every character (plain and ``##``-continuation), then whole words and
+    frequent word prefixes (3-5 characters) and ``##`` suffixes (2-4 characters), ranked by
+    (frequency, then alphabetically) until ``vocab_size``. The ``tokenizers`` WordPiece *trainer*
+    breaks frequency ties differently from run to run; ranking them ourselves keeps training
+    reproducible. Greedy longest-match WordPiece then splits an unseen or misspelt word into the
+    pieces it shares with known words.
+    """
+    from collections import Counter
+
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in corpus:
+        words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({char for word in words for char in word})
+    pieces: Counter[str] = Counter()
+    for word, count in words.items():
+        pieces.update({word[:k]: count for k in range(3, 6) if len(word) > k})
+        pieces.update({"##" + word[-k:]: count for k in range(2, 5) if len(word) > k})
+    vocab = ["[UNK]", *chars, *("##" + char for char in chars)]
+    known = set(vocab)
+    ranked = sorted(
+        [*words.items(), *((p, n) for p, n in pieces.items() if n >= 2)], key=lambda item: (-item[1], item[0])
+    )
+    for token, _ in ranked:
+        if len(vocab) >= vocab_size:
+            break
+        if token not in known:
+            vocab.append(token)
+            known.add(token)
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     return tokenizer
 
 
@@ -89,6 +119,7 @@ def _seed_everything(seed: int) -> None:
 
 def _fit(model, dataset, loss, *, epochs: int, batch_size: int, lr: float, sampler: str, seed: int, workdir: Path):
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.model_card import BaseModelCardCallback
     from transformers import PrinterCallback
 
     args = SentenceTransformerTrainingArguments(
@@ -107,9 +138,13 @@ def _fit(model, dataset, loss, *, epochs: int, batch_size: int, lr: float, sampl
         use_cpu=True,
         dataloader_num_workers=0,
     )
-    model.model_card_data.generate_widget_examples = False
+    # A non-empty widget list stops the model-card callback sampling "widget examples" (with its own
+    # progress bar) when the trainer is created; we never publish a model card.
+    model.model_card_data.widget = model.model_card_data.widget or [{"text": "travel"}]
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
     trainer.remove_callback(PrinterCallback)  # our own progress display reports the steps
+    for callback in [c for c in trainer.callback_handler.callbacks if isinstance(c, BaseModelCardCallback)]:
+        trainer.remove_callback(callback)  # it renders a model card with a progress bar we never publish
     trainer.train()
 
 
@@ -183,7 +218,7 @@ def train_embedding(
         {"sentence": [text for text, _ in labelled], "label": [label_ids[label] for _, label in labelled]}
     )
     _fit(
-        model, label_data, losses.BatchSemiHardTripletLoss(model),
+        model, label_data, losses.BatchAllTripletLoss(model),
         epochs=epochs, batch_size=batch_size, lr=learning_rate, sampler="group_by_label", seed=seed,
         workdir=workdir / "labels",
     )  # fmt: skip

@@ -21,8 +21,8 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
-from mlops.data import OUT_OF_SCOPE
 from mlops.modeling.text import normalize
+from mlops.taxonomy import OUT_OF_SCOPE
 
 PLACE_TOKEN = " placename "
 # Words of place names too generic to stand for a place on their own.

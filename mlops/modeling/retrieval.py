@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.intent import normalize_batch
 from mlops.modeling.text import normalize, split_list
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIN_RELEVANT_SCORE = 0.12  # below this fused score the best hit is not about the query at all
 

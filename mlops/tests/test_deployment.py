@@ -257,3 +257,17 @@ def test_deploy_cli_exit_codes(deployed, tmp_path):
     assert "unchanged" in ok.stdout
     bad = subprocess.run([sys.executable, script, "--rollback", "--dry-run"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "--dry-run cannot be combined" in bad.stderr
+
+
+def test_answered_queries_land_in_the_inference_log(deployed, tmp_path):
+    from mlops.monitoring.inference_log import InferenceLog, read_log
+
+    settings, _ = deployed
+    bot = TravelChatbot.load(settings.models_dir)
+    log = InferenceLog(tmp_path / "log.db", bot.versions)
+    bot.on_response = log
+    answers = [bot.process_query(q) for q in ("hello", "beaches in sri lanka", "write a poem")]
+    log.close()
+    rows = read_log(tmp_path / "log.db")
+    assert list(rows["intent"]) == [a["intent"] for a in answers]
+    assert list(rows["query"]) == ["hello", "beaches in sri lanka", "write a poem"]

@@ -94,3 +94,14 @@ def test_few_shot_learns_and_adds_an_intent_without_retraining(setup, embedding)
     assert list(model.predict(["hello there", "is it safe to drink tap water in colombo"])) == list(before)
     with pytest.raises(ValueError, match="at least one non-empty example"):
         model.add_intent("empty", ["", "  "])
+
+
+def test_tokenizer_vocabulary_is_deterministic_and_splits_typos(setup):
+    from mlops.modeling.embedding import train_tokenizer
+
+    _, data, _ = setup
+    corpus = list(data.intents["text"])
+    first, second = train_tokenizer(corpus, 3000), train_tokenizer(corpus, 3000)
+    assert first.to_str() == second.to_str() and first.get_vocab_size() == 3000
+    pieces = first.encode("recomendations", add_special_tokens=False).tokens
+    assert len(pieces) > 1 and "[UNK]" not in pieces

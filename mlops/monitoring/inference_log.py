@@ -1,0 +1,194 @@
+"""The inference log: one row per answered query, written off the request path.
+
+``InferenceLog.record`` only puts the response on a queue (microseconds); a background thread
+writes batches in one transaction each. SQLAlchemy Core keeps the code the same for SQLite (the
+default, in WAL mode so readers never block the writer) and PostgreSQL (team mode).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+MAX_LOGGED_QUERY_CHARS = 1000
+
+metadata = MetaData()
+inference_table = Table(
+    "inference_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("query", Text, nullable=False),
+    Column("intent", String(64), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("n_sources", Integer, nullable=False),
+    Column("top_source", String(200)),
+    Column("answered", Boolean, nullable=False),
+    Column("versions", Text),
+    Column("pid", Integer, nullable=False),
+)
+
+
+def database_url(location: str | Path) -> str:
+    """A SQLAlchemy URL for a configured location: a URL is kept, a path becomes SQLite."""
+    text = str(location)
+    return text if "://" in text else f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def make_engine(location: str | Path):
+    url = database_url(location)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+class InferenceLog:
+    """Append-only log of chatbot responses with a background batch writer.
+
+    Args:
+        location: A SQLAlchemy URL or a path to a SQLite file.
+        versions: Deployed model versions stored with every row.
+        batch_size: Most rows written in one transaction.
+        clock: Wall clock in seconds since the epoch, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        location: str | Path,
+        versions: dict[str, str] | None = None,
+        batch_size: int = 500,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.engine = make_engine(location)
+        self.versions = json.dumps(versions or {}, sort_keys=True)
+        self.batch_size = batch_size
+        self.clock = clock
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self.written = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, response: dict) -> None:
+        """Queue one response (``query``, ``intent``, ``confidence``, ``sources``, ``latency_ms``)."""
+        sources = response.get("sources") or []
+        self._queue.put(
+            {
+                "ts": self.clock(),
+                "query": str(response.get("query", ""))[:MAX_LOGGED_QUERY_CHARS],
+                "intent": response["intent"],
+                "confidence": float(response["confidence"]),
+                "latency_ms": float(response["latency_ms"]),
+                "n_sources": len(sources),
+                "top_source": sources[0]["name"] if sources else None,
+                "answered": response["intent"] != "out_of_scope",
+                "versions": self.versions,
+                "pid": os.getpid(),
+            }
+        )
+
+    __call__ = record
+
+    def _drain(self, first: dict) -> list[dict]:
+        rows = [first]
+        while len(rows) < self.batch_size:
+            try:
+                rows.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return rows
+
+    def _write(self, rows: list[dict]) -> None:
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(insert(inference_table), rows)
+                self.written += len(rows)
+                return
+            except Exception:  # a locked or full database: retry, then count the loss loudly
+                if attempt == 2:
+                    self.failed += len(rows)
+                    logger.exception("inference log: could not write %d rows", len(rows))
+                    return
+                time.sleep(0.05 * (attempt + 1))
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            rows = self._drain(first)
+            self._write(rows)
+            for _ in rows:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until every queued row is written (or ``timeout`` seconds pass)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.flush()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.engine.dispose()
+
+
+def read_log(location: str | Path, since: float | None = None, limit: int | None = None) -> pd.DataFrame:
+    """Rows of the inference log (newest last), optionally only those at or after ``since``."""
+    import pandas as pd
+
+    engine = make_engine(location)
+    try:
+        query = select(inference_table).order_by(inference_table.c.id)
+        if since is not None:
+            query = query.where(inference_table.c.ts >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with engine.connect() as connection:
+            return pd.read_sql(query, connection)
+    finally:
+        engine.dispose()
