@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ inference_table = Table(
     "inference_log",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(32), nullable=False, index=True),
     Column("ts", Float, nullable=False, index=True),
     Column("query", Text, nullable=False),
     Column("intent", String(64), nullable=False),
@@ -54,6 +56,14 @@ inference_table = Table(
     Column("answered", Boolean, nullable=False),
     Column("versions", Text),
     Column("pid", Integer, nullable=False),
+)
+feedback_table = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(32), nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+    Column("value", Integer, nullable=False),  # +1 thumbs up, -1 thumbs down
 )
 
 
@@ -110,11 +120,17 @@ class InferenceLog:
         self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
         self._thread.start()
 
-    def record(self, response: dict) -> None:
-        """Queue one response (``query``, ``intent``, ``confidence``, ``sources``, ``latency_ms``)."""
+    def record(self, response: dict) -> str:
+        """Queue one response (``query``, ``intent``, ``confidence``, ``sources``, ``latency_ms``).
+
+        Returns:
+            The request id the row is stored under (what :meth:`feedback` refers to).
+        """
         sources = response.get("sources") or []
+        request_id = uuid.uuid4().hex
         self._queue.put(
             {
+                "request_id": request_id,
                 "ts": self.clock(),
                 "query": str(response.get("query", ""))[:MAX_LOGGED_QUERY_CHARS],
                 "intent": response["intent"],
@@ -127,8 +143,20 @@ class InferenceLog:
                 "pid": os.getpid(),
             }
         )
+        return request_id
 
     __call__ = record
+
+    def feedback(self, request_id: str, value: int) -> None:
+        """Store a user's thumbs up (+1) or down (-1) for an answered request.
+
+        Raises:
+            ValueError: ``value`` is not +1 or -1.
+        """
+        if value not in (1, -1):
+            raise ValueError(f"feedback must be +1 or -1, got {value!r}")
+        with self.engine.begin() as connection:
+            connection.execute(insert(feedback_table), [{"request_id": request_id, "ts": self.clock(), "value": value}])
 
     def _drain(self, first: dict) -> list[dict]:
         rows = [first]
@@ -177,15 +205,17 @@ class InferenceLog:
         self.engine.dispose()
 
 
-def read_log(location: str | Path, since: float | None = None, limit: int | None = None) -> pd.DataFrame:
-    """Rows of the inference log (newest last), optionally only those at or after ``since``."""
+def read_log(
+    location: str | Path, since: float | None = None, limit: int | None = None, table: Table = inference_table
+) -> pd.DataFrame:
+    """Rows of the inference log (or of ``feedback_table``), oldest first, optionally from ``since`` on."""
     import pandas as pd
 
     engine = make_engine(location)
     try:
-        query = select(inference_table).order_by(inference_table.c.id)
+        query = select(table).order_by(table.c.id)
         if since is not None:
-            query = query.where(inference_table.c.ts >= since)
+            query = query.where(table.c.ts >= since)
         if limit is not None:
             query = query.limit(limit)
         with engine.connect() as connection:

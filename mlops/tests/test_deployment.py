@@ -271,3 +271,75 @@ def test_answered_queries_land_in_the_inference_log(deployed, tmp_path):
     rows = read_log(tmp_path / "log.db")
     assert list(rows["intent"]) == [a["intent"] for a in answers]
     assert list(rows["query"]) == ["hello", "beaches in sri lanka", "write a poem"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_http_queries(deployed, tmp_path):
+    import urllib.request
+
+    settings, _ = deployed
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+    mlflow_bin = str(Path(bin_dir) / "mlflow")
+    server = subprocess.Popen(
+        [mlflow_bin, "models", "serve", "-m", "models:/travel_chatbot@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"),
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("model server did not start: " + (tmp_path / "serve.log").read_text()[-2000:])
+                time.sleep(0.5)
+        body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [["hello!"], ["leopards in sri lanka"]]}})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            predictions = json.loads(reply.read())["predictions"]
+        assert [p["intent"] for p in predictions][0] == "greeting"
+        assert all(p["answer"] for p in predictions)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=20)
+
+
+def test_killing_a_deployment_at_any_moment_leaves_a_whole_deployment(tmp_path, tiny_data_dir):
+    settings = settings_for(tmp_path, tiny_data_dir)
+    run_training(settings)
+    deploy(settings)
+    configure_tracking(settings)
+    env = {**os.environ, "MLOPS_CONFIG_DIR": str(settings.root / "configs")}
+    script = str(PROJ_ROOT / "mlops" / "scripts" / "deploy_chatbot_models.py")
+    for delay in (1.0, 2.0, 2.6, 3.2, 3.8, 4.5):
+        manifest = json.loads(manifest_bytes(settings))
+        with mlflow.start_run(run_name="same-models-again"):  # new versions, so the deploy has work to do
+            for key, entry in manifest["models"].items():
+                ((relative, _),) = entry["files"].items()
+                log_pickled_model(key, settings.models_dir / relative, EXAMPLE_QUERIES, register=True)
+        victim = subprocess.Popen([sys.executable, script, "--force"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(delay)
+        victim.kill()
+        victim.wait()
+        bot = TravelChatbot.load(settings.models_dir)  # verifies every file of whatever manifest is live
+        assert bot.process_query("hello")["intent"]
+    assert deploy(settings, force=True).outcome in ("deployed", "unchanged")
+    assert not list((settings.models_dir / "releases").glob(".staging-*"))
+    assert len(list((settings.models_dir / "releases").iterdir())) <= 2

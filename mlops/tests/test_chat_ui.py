@@ -1,0 +1,124 @@
+"""The Streamlit chat UI: AppTest for the logic, a real Streamlit server and headless Chromium for what renders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mlops.config import PROJ_ROOT
+from mlops.deployment import deploy
+from mlops.monitoring.inference_log import feedback_table, read_log
+from mlops.training import run_training
+
+from .test_deployment import settings_for
+
+APP = str(PROJ_ROOT / "mlops" / "chatbot" / "app.py")
+CHROMIUM = "/usr/bin/chromium"
+READY = '[data-testid="stApp"][data-test-connection-state="CONNECTED"][data-test-script-state="notRunning"]'
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, tiny_data_dir):
+    root = tmp_path_factory.mktemp("chat")
+    settings = settings_for(root, tiny_data_dir)
+    run_training(settings)
+    deploy(settings)
+    return settings
+
+
+def test_app_without_a_deployment_says_what_to_run(tmp_path, tiny_data_dir, monkeypatch):
+    settings = settings_for(tmp_path, tiny_data_dir)
+    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(settings.root / "configs"))
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert "nothing is deployed" in at.error[0].value
+    assert "make run" in at.info[0].value
+
+
+def test_app_answers_shows_sources_and_logs_the_query(deployed, monkeypatch):
+    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(deployed.root / "configs"))
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.chat_input[0].set_value("<b>Where</b> can I see leopards in Sri Lanka?").run()
+    assert not at.exception
+    assert at.text[0].value == "<b>Where</b> can I see leopards in Sri Lanka?"  # shown as typed, not as HTML
+    assert any(c.value.startswith("intent: ") for c in at.caption)
+    assert any(c.value.startswith("sources: ") for c in at.caption)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = read_log(deployed.path(deployed.monitoring.inference_log))
+        if len(rows) and rows["query"].iloc[-1].endswith("leopards in Sri Lanka?"):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the query never reached the inference log")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_chat_in_a_real_browser_with_feedback(deployed, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    env = {**os.environ, "MLOPS_CONFIG_DIR": str(deployed.root / "configs")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", APP, "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "streamlit did not start"
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector(READY, timeout=30_000)
+            page.get_by_test_id("stChatInputTextArea").fill("Where can I see leopards in Sri Lanka?")
+            page.keyboard.press("Enter")
+            page.get_by_text("intent: ").first.wait_for(timeout=30_000)
+            page.wait_for_selector(READY, timeout=30_000)
+            shown = page.inner_text('[data-testid="stMainBlockContainer"]')
+            assert "Where can I see leopards in Sri Lanka?" in shown and "sources: " in shown
+            page.get_by_test_id("stFeedback").locator("button").first.click()
+            page.wait_for_selector(READY, timeout=30_000)
+            # with a chat input the page scrolls inside stAppScrollToBottomContainer, otherwise inside stMain
+            height = page.evaluate(
+                "(document.querySelector('[data-testid=stAppScrollToBottomContainer]')"
+                " || document.querySelector('[data-testid=stMain]')).scrollHeight"
+            )
+            page.set_viewport_size({"width": 1100, "height": max(900, height)})
+            page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+            browser.close()
+        votes = read_log(deployed.path(deployed.monitoring.inference_log), table=feedback_table)
+        assert list(votes["value"]) == [1]
+        if os.environ.get("SAVE_SCREENSHOTS"):
+            shutil.copy(tmp_path / "chat.png", PROJ_ROOT / "docs" / "chat_ui.png")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
