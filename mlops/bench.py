@@ -55,47 +55,6 @@ def isolated_settings(root: Path):
     return load_settings(config_dir, env={}, root=root)
 
 
-SERVING_QUERIES = [
-    "Where can I see leopards in Sri Lanka?", "best time to visit kyoto", "hi there", "cheap hostels in lisbon",
-    "how do i get from colombo to kandy", "is it safe to drink tap water in mexico city", "thanks!",
-    "what is sigiriya famous for", "write me a python script", "things to do in ella", "visa for sri lanka?",
-    "how much does a week in iceland cost", "beach towns near galle", "plan 10 days in sri lanka",
-]  # fmt: skip
-
-
-def probe_serving(models_dir: Path, log_path: Path, n: int) -> dict:
-    """Run in a fresh process: load the bot, answer ``n`` queries with logging on, report figures."""
-    import numpy as np
-    import psutil
-
-    from mlops.chatbot import TravelChatbot
-    from mlops.monitoring.inference_log import InferenceLog
-
-    tic = time.perf_counter()
-    bot = TravelChatbot.load(models_dir)
-    load_s = time.perf_counter() - tic
-    log = InferenceLog(log_path, bot.versions)
-    bot.on_response = log
-    for query in SERVING_QUERIES:
-        bot.process_query(query)
-    latencies = []
-    tic = time.perf_counter()
-    for i in range(n):
-        latencies.append(bot.process_query(SERVING_QUERIES[i % len(SERVING_QUERIES)])["latency_ms"])
-    wall = time.perf_counter() - tic
-    log.close()
-    return {
-        "load_s": load_s,
-        "p50_ms": float(np.percentile(latencies, 50)),
-        "p95_ms": float(np.percentile(latencies, 95)),
-        "p99_ms": float(np.percentile(latencies, 99)),
-        "qps_1_thread": n / wall,
-        "rss_mb": psutil.Process().memory_info().rss / 2**20,
-        "logged_rows": log.written,
-        "torch_loaded": "torch" in sys.modules,
-    }
-
-
 def bench_training(repeat: int) -> tuple[list[float], list[float], dict, dict]:
     """Train + deploy ``repeat`` times in fresh stores; probe serving on the last deployment."""
     train_times, deploy_times, results, serving = [], [], {}, {}
@@ -118,7 +77,7 @@ def bench_training(repeat: int) -> tuple[list[float], list[float], dict, dict]:
 
 def run_probe(models_dir: Path, log_path: Path, n: int = 2000) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "mlops.bench", "--probe", str(models_dir), str(log_path), str(n)],
+        [sys.executable, "-m", "mlops.serving_probe", str(models_dir), str(log_path), str(n)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -166,7 +125,7 @@ def render(times: list[float], deploy_times: list[float], results: dict, serving
         f"| process RSS after the run | {serving['rss_mb']:.0f} MB | ≤ 250 MB |",
         f"| deployed model files | {serving['deployed_mb']:.1f} MB | ≤ 50 MB |",
         f"| rows in the inference log | {serving['logged_rows']} | every query |",
-        f"| torch imported by serving | {serving['torch_loaded']} | False |",
+        f"| torch / scikit-learn imported | {serving['torch_loaded']} / {serving['sklearn_loaded']} | False |",
     ]
     return "\n".join(lines) + "\n"
 
@@ -175,11 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="training runs to time (default 3)")
     parser.add_argument("--output", type=Path, default=DOCS, help="markdown file to write")
-    parser.add_argument("--probe", nargs=3, metavar=("MODELS_DIR", "LOG", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.probe:
-        print(json.dumps(probe_serving(Path(args.probe[0]), Path(args.probe[1]), int(args.probe[2]))))
-        return
     with exit_codes():
         setup_logging("WARNING")
         times, deploy_times, results, serving = bench_training(args.repeat)

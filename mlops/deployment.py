@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -60,13 +62,21 @@ class DeploymentLocked(RuntimeError):
 
 @dataclass
 class Candidate:
+    """A registered version, converted to what is deployed (``payload``: the pickled serving object)."""
+
     key: str
     version: str
     run_id: str
-    path: Path
-    sha256: str
+    registered_sha256: str
+    payload: bytes = b""
+    sha256: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     latency_p95_ms: float = 0.0
+
+
+def to_serving(model):
+    """What is deployed for a trained model: its numpy serving twin where it has one."""
+    return model.serving_twin() if hasattr(model, "serving_twin") else model
 
 
 @dataclass
@@ -201,12 +211,11 @@ def _comparison_failures(
     ]
 
 
-def _load_and_score(key: str, path: Path, data: Datasets, settings: Settings) -> tuple[Any, dict, float]:
-    model = joblib.load(path)
+def _score(key: str, model: Any, data: Datasets, settings: Settings) -> tuple[dict, float]:
     single_query_call(key, model)(SMOKE_QUERY)  # smoke prediction: raises if the artifact is broken
     metrics = evaluate(key, model, data, settings.training.seed, settings.training.embedding_model.triplet_samples)
     queries = list(data.intent_split("test")["text"])[:LATENCY_QUERIES]
-    return model, metrics, latency_p95_ms(single_query_call(key, model), queries)
+    return metrics, latency_p95_ms(single_query_call(key, model), queries)
 
 
 def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
@@ -225,7 +234,10 @@ def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
                 f"no registered version of {key}; train first (python mlops/scripts/train_chatbot_models.py)"
             )
         path = download_registered_pickle(key, model_version, dest / key)
-        candidates[key] = Candidate(key, str(model_version.version), model_version.run_id, path, sha256_file(path))
+        candidate = Candidate(key, str(model_version.version), model_version.run_id, sha256_file(path))
+        candidate.payload = pickle.dumps(to_serving(joblib.load(path)), protocol=5)
+        candidate.sha256 = hashlib.sha256(candidate.payload).hexdigest()
+        candidates[key] = candidate
     return candidates
 
 
@@ -240,6 +252,7 @@ def _release_manifest(candidates: dict[str, Candidate], release: str, previous: 
                 "registered_model": key,
                 "version": c.version,
                 "run_id": c.run_id,
+                "registered_sha256": c.registered_sha256,
                 "files": {f"{RELEASES}/{release}/{key}.pkl": c.sha256},
                 "metrics": c.metrics,
                 "latency_p95_ms": c.latency_p95_ms,
@@ -257,9 +270,9 @@ def _write_release(models_dir: Path, candidates: dict[str, Candidate]) -> str:
     staging = models_dir / RELEASES / f".staging-{release}"
     staging.mkdir(parents=True)
     for key, candidate in candidates.items():
-        target = staging / f"{key}.pkl"
-        shutil.copyfile(candidate.path, target)
-        with open(target, "rb") as handle:
+        with open(staging / f"{key}.pkl", "wb") as handle:
+            handle.write(candidate.payload)
+            handle.flush()
             os.fsync(handle.fileno())
     _fsync_dir(staging)
     os.rename(staging, models_dir / RELEASES / release)
@@ -393,13 +406,13 @@ def deploy(
         champion_metrics: dict[str, dict[str, float]] = {}
         for key, candidate in candidates.items():
             say(f"Validating {key} v{candidate.version}")
-            _, candidate.metrics, candidate.latency_p95_ms = _load_and_score(key, candidate.path, data, settings)
+            candidate.metrics, candidate.latency_p95_ms = _score(key, pickle.loads(candidate.payload), data, settings)
             failures += _gate_failures(candidate, settings)
             champion = (live or {}).get("models", {}).get(key)
             if champion and str(champion["version"]) != candidate.version:
                 ((relative, digest),) = champion["files"].items()
                 path = verified_path(models_dir, relative, digest)
-                champion_metrics[key] = evaluate(key, joblib.load(path), data, settings.training.seed,
+                champion_metrics[key] = evaluate(key, pickle.loads(path.read_bytes()), data, settings.training.seed,
                                                  settings.training.embedding_model.triplet_samples)  # fmt: skip
                 if not force:
                     failures += _comparison_failures(

@@ -1,6 +1,7 @@
 """``TravelChatbot``: the runtime that serves the deployed models from ``models/``.
 
-It imports no torch, sentence-transformers or training code. ``load`` reads
+It imports no torch, sentence-transformers, scikit-learn or training code: the deployed intent and
+retrieval models are numpy twins (``mlops.modeling.serving``). ``load`` reads
 ``models/manifest.json`` and refuses any file whose sha256 differs from the manifest, or whose
 path leaves ``models/``, before anything is unpickled.
 """
@@ -10,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import joblib
-import sklearn
-
-from mlops.modeling.retrieval import compose_answer
+from mlops.modeling.answers import compose_answer
 from mlops.modeling.text import MAX_QUERY_CHARS, normalize
 
 logger = logging.getLogger(__name__)
@@ -104,14 +103,19 @@ def load_models(models_dir: Path) -> tuple[dict[str, Any], dict]:
             raise DeploymentError(f"{Path(models_dir) / MANIFEST}: model '{key}' must list exactly one file")
         ((relative, expected),) = files.items()
         paths[key] = verified_path(models_dir, relative, expected)
-    return {key: joblib.load(path) for key, path in paths.items()}, manifest
+    return {key: _unpickle(paths[key]) for key in REQUIRED_MODELS}, manifest
+
+
+def _unpickle(path: Path):
+    with open(path, "rb") as handle:
+        return pickle.load(handle)  # only ever called on a file whose sha256 matched the manifest
 
 
 class TravelChatbot:
     """Answers travel questions with the deployed intent and retrieval models.
 
     Args:
-        models: ``{"llm_model": IntentClassifier, "rag_model": RetrievalModel, ...}``.
+        models: ``{"llm_model": IntentTwin, "rag_model": RetrievalTwin}`` (or the sklearn models they twin).
         manifest: The deployment manifest the models came from.
         on_response: Called with each response record (the inference log, metrics...).
         clock: Monotonic clock in seconds, injectable for tests.
@@ -156,10 +160,8 @@ class TravelChatbot:
         if not text:
             result = {"answer": EMPTY_QUERY_ANSWER, "intent": "out_of_scope", "confidence": 1.0, "sources": []}
         else:
-            # the inputs are our own arrays: sklearn's per-call validation is pure overhead here
-            with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-                intent, confidence = self.intent_model.predict_with_confidence([text])[0]
-                result = self._respond(text, intent, confidence)
+            intent, confidence = self.intent_model.predict_with_confidence([text])[0]
+            result = self._respond(text, intent, confidence)
         result["latency_ms"] = (self.clock() - tic) * 1000.0
         if self.on_response is not None:
             self.on_response({"query": str(query)[:MAX_QUERY_CHARS], **result})

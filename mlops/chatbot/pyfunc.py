@@ -16,14 +16,15 @@ from mlflow.models import set_model
 
 class TravelChatbotModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        import joblib
+        import pickle
 
         from mlops.chatbot.bot import TravelChatbot, verified_path
 
         models = {}
         for key, expected in context.model_config["sha256"].items():
             path = Path(context.artifacts[key])
-            models[key] = joblib.load(verified_path(path.parent, path.name, expected))
+            with open(verified_path(path.parent, path.name, expected), "rb") as handle:
+                models[key] = pickle.load(handle)
         self.bot = TravelChatbot(models, {"models": context.model_config.get("versions", {})})
 
     def predict(self, context, model_input, params=None):

@@ -158,6 +158,20 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.intercept_ = svm.intercept_.astype(np.float64)
         self.beta_ = float(calibrated.calibrators[0].beta_)
 
+    def serving_twin(self):
+        """The same classifier as numpy arrays (see :mod:`mlops.modeling.serving`)."""
+        from mlops.modeling.serving import IntentTwin, TfidfTwin
+
+        blocks, offset = [], 0
+        for _, vectorizer in self.pipeline_.named_steps["features"].transformer_list:
+            blocks.append(TfidfTwin.from_sklearn(vectorizer, offset))
+            offset += len(vectorizer.vocabulary_)
+        masker = self.pipeline_.named_steps["mask_places"]
+        pattern = masker.pattern_.pattern if masker.pattern_ is not None else None
+        return IntentTwin(
+            pattern, PLACE_TOKEN, blocks, self.coef_, self.intercept_, self.beta_, self.classes_, self.oos_threshold
+        )
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         features = self.pipeline_[:-1].transform(list(texts))
         logits = self.beta_ * (features @ self.coef_ + self.intercept_)

@@ -105,3 +105,25 @@ def test_tokenizer_vocabulary_is_deterministic_and_splits_typos(setup):
     assert first.to_str() == second.to_str() and first.get_vocab_size() == 3000
     pieces = first.encode("recomendations", add_special_tokens=False).tokens
     assert len(pieces) > 1 and "[UNK]" not in pieces
+
+
+ODD_QUERIES = ["", "   ", "🙂🙂🙂", "x" * 3000, "ලංකාවේ කොළඹ", "Where can I see LEOPARDS in Sri Lanka??", "a b c"]
+
+
+def test_intent_serving_twin_computes_the_same_probabilities(setup, llm):
+    _, data, _ = setup
+    queries = list(data.intent_split("test")["text"]) + ODD_QUERIES
+    twin = llm.model.serving_twin()
+    assert np.allclose(twin.predict_proba(queries), llm.model.predict_proba(queries), atol=1e-9)
+    assert list(twin.predict(queries)) == list(llm.model.predict(queries))
+
+
+def test_retrieval_serving_twin_ranks_the_same(setup, embedding):
+    settings, data, _ = setup
+    rag = train_rag_model(data, settings, embedding.model).model
+    twin = rag.serving_twin()
+    queries = list(data.retrieval["query"]) + ODD_QUERIES
+    assert np.allclose(twin.scores(queries), rag.scores(queries), atol=1e-5)
+    assert [h["id"] for h in twin.retrieve("leopards in sri lanka", 3)] == [
+        h["id"] for h in rag.retrieve("leopards in sri lanka", 3)
+    ]
