@@ -12,7 +12,7 @@ import argparse
 
 from mlops.cli import Refused, StepPrinter, exit_codes, setup_logging
 from mlops.config import MODEL_KEYS, load_settings
-from mlops.deployment import DeploymentLocked, DeploymentRefused
+from mlops.deployment import DeploymentLocked, DeploymentRefused, status_lines
 from mlops.pipeline import run_pipeline
 from mlops.training import HEADLINE_METRICS
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         for key, entry in result.training["models"].items():
             shown = ", ".join(f"{m}={entry['metrics'][m]:.3f}" for m in HEADLINE_METRICS[key])
             print(f"  {key:<16} v{entry['version']:<4} {shown}")
-        print(f"\nDeployment: {result.deployment.outcome} in {settings.models_dir}")
+        print()
+        print("\n".join(status_lines(settings.models_dir, history_rows=5)))
         print('Ask it:      .venv/bin/python -m mlops.chatbot "Where can I see leopards in Sri Lanka?"')
         print(f"\nBrowse runs: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --workers 1")
 

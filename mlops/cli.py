@@ -1,6 +1,7 @@
 """What every command-line entry point shares: logging set-up, progress display, exit codes.
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad input (data, config or arguments),
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (data, config, arguments, or a deployment
+that is missing or fails its integrity checks),
 3 refused (a quality gate or a lock said no), 130 interrupted.
 """
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from mlops.chatbot.bot import DeploymentError
 from mlops.config import ConfigError
 from mlops.data import DataValidationError
 
@@ -74,7 +76,7 @@ def exit_codes() -> Iterator[None]:
     """Turn the library's errors into one clear line on stderr and the documented exit code."""
     try:
         yield
-    except (DataValidationError, ConfigError, ValueError) as exc:
+    except (DataValidationError, ConfigError, DeploymentError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Refused as exc:

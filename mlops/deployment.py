@@ -218,6 +218,18 @@ def _score(key: str, model: Any, data: Datasets, settings: Settings) -> tuple[di
     return metrics, latency_p95_ms(single_query_call(key, model), queries)
 
 
+def _champion_metrics(key: str, champion: dict, models_dir: Path, data: Datasets, settings: Settings) -> dict | None:
+    """Held-out metrics of the live champion, or None if this code cannot load it (an older format)."""
+    ((relative, digest),) = champion["files"].items()
+    path = verified_path(models_dir, relative, digest)  # integrity first: a tampered file always raises
+    try:
+        model = to_serving(joblib.load(path))
+        return evaluate(key, model, data, settings.training.seed, settings.training.embedding_model.triplet_samples)
+    except (AttributeError, ModuleNotFoundError, ImportError, ValueError, KeyError) as exc:
+        logger.warning("%s: cannot evaluate the live champion %s: %s", key, path, exc)
+        return None
+
+
 def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
     """Download (and sha256-verify) the newest registered version of each model.
 
@@ -235,7 +247,14 @@ def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
             )
         path = download_registered_pickle(key, model_version, dest / key)
         candidate = Candidate(key, str(model_version.version), model_version.run_id, sha256_file(path))
-        candidate.payload = pickle.dumps(to_serving(joblib.load(path)), protocol=5)
+        try:
+            model = joblib.load(path)
+        except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+            raise DeploymentError(
+                f"models:/{key}/{model_version.version} was trained by another version of this code ({exc}); "
+                "retrain it: python mlops/scripts/train_chatbot_models.py"
+            ) from None
+        candidate.payload = pickle.dumps(to_serving(model), protocol=5)
         candidate.sha256 = hashlib.sha256(candidate.payload).hexdigest()
         candidates[key] = candidate
     return candidates
@@ -346,7 +365,9 @@ def register_chatbot(models_dir: Path, manifest: dict) -> str:
         artifacts[key], hashes[key] = str(models_dir / relative), digest
     example = pd.DataFrame({"text": [SMOKE_QUERY]})
     output = pd.DataFrame({"answer": ["..."], "intent": ["activities"], "confidence": [0.9], "sources": ["[]"]})
-    with mlflow.start_run(run_name=f"deployment-{manifest['release']}"):
+    from mlops.tracking import _quiet_model_logging
+
+    with mlflow.start_run(run_name=f"deployment-{manifest['release']}"), _quiet_model_logging():
         mlflow.set_tags({"action": "deploy", "release": manifest["release"]})
         mlflow.log_params({f"{key}_version": version for key, version in _versions(manifest).items()})
         info = mlflow.pyfunc.log_model(
@@ -373,7 +394,8 @@ def deploy(
 
     Args:
         settings: Validated configuration.
-        force: Skip the comparison with the champion (never the integrity checks or the gates).
+        force: Skip the comparison with the champion (never the integrity checks or the gates) and
+            redeploy even when the registered versions are already live.
         dry_run: Validate and report, change nothing.
         progress: Called with a short message as each step starts.
         data: Already loaded datasets (loaded from ``settings`` when None).
@@ -398,7 +420,7 @@ def deploy(
         live = current_manifest(models_dir)
         say("Fetching candidates from the model registry")
         candidates = fetch_candidates(keys, Path(tmp))
-        if live and _versions(live) == {key: c.version for key, c in candidates.items()}:
+        if live and not force and _versions(live) == {key: c.version for key, c in candidates.items()}:
             reason = "the registered versions are already deployed"
             append_history(models_dir, _history_record("deploy", "unchanged", live, reason))
             return DeployReport("unchanged", live, candidates, reason=reason, seconds=time.perf_counter() - tic)
@@ -409,15 +431,18 @@ def deploy(
             candidate.metrics, candidate.latency_p95_ms = _score(key, pickle.loads(candidate.payload), data, settings)
             failures += _gate_failures(candidate, settings)
             champion = (live or {}).get("models", {}).get(key)
-            if champion and str(champion["version"]) != candidate.version:
-                ((relative, digest),) = champion["files"].items()
-                path = verified_path(models_dir, relative, digest)
-                champion_metrics[key] = evaluate(key, pickle.loads(path.read_bytes()), data, settings.training.seed,
-                                                 settings.training.embedding_model.triplet_samples)  # fmt: skip
-                if not force:
-                    failures += _comparison_failures(
-                        candidate, champion_metrics[key], str(champion["version"]), settings.deployment.gates.tolerance
+            if champion and str(champion["version"]) != candidate.version and not force:
+                metrics = _champion_metrics(key, champion, models_dir, data, settings)
+                if metrics is None:
+                    failures.append(
+                        f"{key}: the live champion v{champion['version']} cannot be evaluated by this version of the "
+                        "code, so the candidate cannot be compared; deploy with --force to replace it"
                     )
+                    continue
+                champion_metrics[key] = metrics
+                failures += _comparison_failures(
+                    candidate, metrics, str(champion["version"]), settings.deployment.gates.tolerance
+                )
         proposed = _release_manifest(candidates, "(dry run)", live)
         if failures:
             append_history(models_dir, _history_record("deploy", "refused", proposed, "; ".join(failures)))
@@ -474,3 +499,31 @@ def rollback(settings: Settings, progress: Callable[[str], None] | None = None) 
         say("Moving the aliases")
         set_aliases(manifest)
     return DeployReport("rolled_back", manifest, reason="rolled back", seconds=time.perf_counter() - tic)
+
+
+def status_lines(models_dir: Path, history_rows: int = 10) -> list[str]:
+    """What is live and the recent deployment history, as lines for the status views."""
+    try:
+        live = current_manifest(models_dir)
+    except DeploymentError as exc:
+        return [f"deployment: unreadable ({exc})"]
+    if live is None:
+        lines = [f"deployment: nothing deployed in {models_dir}"]
+    else:
+        lines = [
+            f"deployment: release {live.get('release')} deployed {live.get('deployed_at')} by {live.get('deployed_by')}"
+        ]
+        for key, entry in live["models"].items():
+            metrics = ", ".join(f"{name}={value:.3f}" for name, value in entry.get("metrics", {}).items())
+            lines.append(f"  {key:<16} v{entry['version']:<4} run {str(entry.get('run_id'))[:8]}  {metrics}")
+        if live.get("previous"):
+            lines.append(f"  rollback target: release {live['previous'].get('release')}")
+    history = read_history(models_dir)[-history_rows:]
+    if history:
+        lines.append(f"history (last {len(history)}):")
+        for record in history:
+            versions = " ".join(f"{key.split('_')[0]}=v{version}" for key, version in record["versions"].items())
+            lines.append(
+                f"  {record['at'][:19]}  {record['outcome']:<11} {record['by']:<8} {versions}  {record['reason'][:80]}"
+            )
+    return lines

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -109,6 +111,15 @@ def predict_any(model, texts: list[str]):
     return result.tolist() if hasattr(result, "tolist") else result
 
 
+@contextmanager
+def _quiet_model_logging():
+    """Silence two MLflow hints that do not apply: our signature is explicit and our inputs are text."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        yield
+
+
 def log_pickled_model(key: str, model_path: Path, example: list[str], register: bool) -> dict:
     """Log a joblib-pickled model as a pyfunc in the active run and optionally register it.
 
@@ -129,17 +140,18 @@ def log_pickled_model(key: str, model_path: Path, example: list[str], register: 
 
     frame = pd.DataFrame({"text": example})
     output = predict_any(joblib.load(model_path), example)
-    info = mlflow.pyfunc.log_model(
-        name=key,
-        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        model_config={"sha256": digest},
-        artifacts={"model": str(model_path)},
-        signature=infer_signature(frame, output),
-        input_example=frame,
-        pip_requirements=pip_requirements(),
-        registered_model_name=key if register else None,
-        tags={"sha256": digest},
-    )
+    with _quiet_model_logging():
+        info = mlflow.pyfunc.log_model(
+            name=key,
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            model_config={"sha256": digest},
+            artifacts={"model": str(model_path)},
+            signature=infer_signature(frame, output),
+            input_example=frame,
+            pip_requirements=pip_requirements(),
+            registered_model_name=key if register else None,
+            tags={"sha256": digest},
+        )
     model_version = getattr(info, "registered_model_version", None)
     if register and model_version is not None:
         mlflow.MlflowClient().set_model_version_tag(key, str(model_version), "sha256", digest)

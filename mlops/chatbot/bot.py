@@ -33,6 +33,7 @@ CONVERSATIONAL = {
         "places to stay, food, safety and itineraries. What trip are you planning?"
     ),
 }
+COUNTRY_LEVEL_INTENTS = ("visa_requirements", "currency_exchange")
 EMPTY_QUERY_ANSWER = "Please type a travel question, for example: 'Where can I see leopards in Sri Lanka?'"
 
 
@@ -108,7 +109,13 @@ def load_models(models_dir: Path) -> tuple[dict[str, Any], dict]:
 
 def _unpickle(path: Path):
     with open(path, "rb") as handle:
-        return pickle.load(handle)  # only ever called on a file whose sha256 matched the manifest
+        try:
+            return pickle.load(handle)  # only ever called on a file whose sha256 matched the manifest
+        except (pickle.UnpicklingError, ModuleNotFoundError, AttributeError, EOFError) as exc:
+            raise DeploymentError(
+                f"{path}: cannot be loaded by this version ({exc}); it was probably deployed by an older "
+                "version: redeploy with `python mlops/scripts/deploy_chatbot_models.py --force`"
+            ) from None
 
 
 class TravelChatbot:
@@ -175,4 +182,7 @@ class TravelChatbot:
             {"name": hit["name"], "score": round(hit["score"], 4), "id": hit["id"], "location": hit["location"]}
             for hit in hits
         ]
+        if intent in COUNTRY_LEVEL_INTENTS and hits and hits[0]["source"] == "sri_lanka":
+            # the answer is a country-level fact, not something the retrieved places say
+            sources = [{"name": "Sri Lanka (country facts)", "score": 1.0, "id": "LK", "location": "Sri Lanka"}]
         return {"answer": compose_answer(intent, hits), "intent": intent, "confidence": confidence, "sources": sources}

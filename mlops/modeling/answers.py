@@ -114,6 +114,8 @@ def compose_answer(intent: str, hits: list[dict]) -> str:
             f"I don't know that for {top['name']}: my knowledge base has no reliable data on it. "
             "Please check an official source. What I do know: " + _describe(top)
         )
+    if fact in SRI_LANKA_FACTS.values():
+        return fact  # a country-level fact: no single place is its source
     return f"{fact} (Source: {top['name']}, {top['location']}.)"
 
 

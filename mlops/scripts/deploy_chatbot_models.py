@@ -2,6 +2,7 @@
 
     python mlops/scripts/deploy_chatbot_models.py [--force] [--dry-run]
     python mlops/scripts/deploy_chatbot_models.py --rollback
+    python mlops/scripts/deploy_chatbot_models.py --status
 
 Exit codes: 0 deployed / unchanged / rolled back, 2 bad input, 3 refused by a gate or a lock, 1 other failure.
 """
@@ -12,14 +13,19 @@ import argparse
 
 from mlops.cli import Refused, StepPrinter, exit_codes, setup_logging
 from mlops.config import load_settings
-from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, rollback
+from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, rollback, status_lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--rollback", action="store_true", help="return to the previous deployment")
-    action.add_argument("--force", action="store_true", help="skip the champion comparison (never the gates)")
+    action.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the champion comparison (never the gates); redeploy unchanged versions",
+    )
+    action.add_argument("--status", action="store_true", help="show what is live and the deployment history")
     parser.add_argument("--dry-run", action="store_true", help="validate and report; change nothing")
     args = parser.parse_args(argv)
     if args.rollback and args.dry_run:
@@ -27,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     with exit_codes():
         settings = load_settings()
         setup_logging(settings.training.log_level)
+        if args.status:
+            print("\n".join(status_lines(settings.models_dir)))
+            return
         steps = StepPrinter()
         try:
             report = (

@@ -127,3 +127,31 @@ def test_retrieval_serving_twin_ranks_the_same(setup, embedding):
     assert [h["id"] for h in twin.retrieve("leopards in sri lanka", 3)] == [
         h["id"] for h in rag.retrieve("leopards in sri lanka", 3)
     ]
+
+
+def test_the_chatbot_behaves_as_a_traveller_expects(setup, llm, embedding):
+    from mlops.chatbot import TravelChatbot
+    from mlops.chatbot.bot import CONVERSATIONAL
+
+    settings, data, _ = setup
+    rag = train_rag_model(data, settings, embedding.model).model
+    bot = TravelChatbot({"llm_model": llm.model.serving_twin(), "rag_model": rag.serving_twin()})
+
+    assert bot.process_query("hello there!")["answer"] == CONVERSATIONAL["greeting"]
+    assert bot.process_query("thanks a lot, that helped")["intent"] == "thanks"
+    off_topic = bot.process_query("write me a python function to sort a list")
+    assert off_topic["intent"] == "out_of_scope" and off_topic["sources"] == []
+    assert "only help with travel" in off_topic["answer"]
+
+    leopards = bot.process_query("Where can I see leopards in Sri Lanka?")
+    names = [source["name"] for source in leopards["sources"]]
+    assert any(n in names for n in ("Yala National Park", "Wilpattu National Park"))
+    assert any(n in leopards["answer"] for n in ("Yala National Park", "Wilpattu National Park"))
+
+    visa = bot.process_query("do i need a visa for sri lanka")
+    assert visa["intent"] == "visa_requirements" and "Electronic Travel Authorization" in visa["answer"]
+    assert visa["sources"][0]["name"] == "Sri Lanka (country facts)"
+    kyoto = bot.process_query("what's the best time to visit kyoto")
+    assert kyoto["intent"] == "best_time_to_visit" and "Kyoto" in kyoto["answer"] and "Nov" in kyoto["answer"]
+    unknown_visa = bot.process_query("do i need a visa for japan")
+    assert "I don't know" in unknown_visa["answer"]
