@@ -183,6 +183,12 @@ class Settings(_Strict):
         return anchor_sqlite_uri(self.mlflow.tracking_uri, self.root)
 
     @property
+    def inference_log_url(self) -> str:
+        """SQLAlchemy URL of the inference log: a configured URL as is, a path anchored at the root."""
+        value = self.monitoring.inference_log
+        return value if "://" in value else f"sqlite:///{self.path(value)}"
+
+    @property
     def artifact_location(self) -> str:
         return self.path(self.mlflow.artifact_location).as_uri()
 

@@ -6,7 +6,6 @@ row, the header not counted) and the column, so a user can open the CSV and fix 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlops.integrity import sha256_bytes, sha256_file
 from mlops.taxonomy import INTENTS, OUT_OF_SCOPE
 
 logger = logging.getLogger(__name__)
@@ -87,21 +87,13 @@ class Datasets:
     def fingerprint(self) -> str:
         """One sha256 over all files, stable across machines."""
         joined = "\n".join(f"{name}:{self.digests[name]}" for name in sorted(self.digests))
-        return hashlib.sha256(joined.encode()).hexdigest()
+        return sha256_bytes(joined.encode())
 
     def intent_split(self, split: str) -> pd.DataFrame:
         return self.intents[self.intents["split"] == split].reset_index(drop=True)
 
     def retrieval_split(self, split: str) -> pd.DataFrame:
         return self.retrieval[self.retrieval["split"] == split].reset_index(drop=True)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> pd.DataFrame:

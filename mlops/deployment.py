@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -33,10 +32,11 @@ from typing import Any
 
 import joblib
 
-from mlops.chatbot.bot import MANIFEST, DeploymentError, read_manifest, sha256_file, verified_path
+from mlops.chatbot.bot import MANIFEST, DeploymentError, read_manifest, verified_path
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.evaluation import GATE_METRICS, evaluate, latency_p95_ms, single_query_call
+from mlops.integrity import sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
                 "retrain it: python mlops/scripts/train_chatbot_models.py"
             ) from None
         candidate.payload = pickle.dumps(to_serving(model), protocol=5)
-        candidate.sha256 = hashlib.sha256(candidate.payload).hexdigest()
+        candidate.sha256 = sha256_bytes(candidate.payload)
         candidates[key] = candidate
     return candidates
 

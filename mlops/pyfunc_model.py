@@ -6,11 +6,12 @@ refused unless its sha256 equals the one recorded in the model's config when it 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import mlflow.pyfunc
 from mlflow.models import set_model
+
+from mlops.integrity import sha256_file
 
 
 class PickledModel(mlflow.pyfunc.PythonModel):
@@ -19,7 +20,7 @@ class PickledModel(mlflow.pyfunc.PythonModel):
 
         path = Path(context.artifacts["model"])
         expected = context.model_config["sha256"]
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        actual = sha256_file(path)
         if actual != expected:
             raise ValueError(f"{path}: sha256 {actual} does not match the logged {expected}; refusing to load")
         self.model = joblib.load(path)

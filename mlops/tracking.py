@@ -7,7 +7,6 @@ MLflow 3 refuses a plain-folder store; one found in ``mlruns/`` is migrated with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops.config import Settings
+from mlops.integrity import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,6 @@ def configure_tracking(settings: Settings) -> TrackingStore:
         raise RuntimeError(f"MLflow tracking store {uri} is not usable: {exc}") from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return TrackingStore(uri, registry, experiment_id, settings.mlflow.experiment_name)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def predict_any(model, texts: list[str]):

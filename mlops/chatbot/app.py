@@ -21,7 +21,7 @@ EXAMPLES = ("Where can I see leopards in Sri Lanka?", "Best time to visit Kyoto?
 def resources() -> tuple[TravelChatbot, InferenceLog]:
     settings = load_settings()
     bot = TravelChatbot.load(settings.models_dir)
-    return bot, InferenceLog(settings.path(settings.monitoring.inference_log), bot.versions)
+    return bot, InferenceLog(settings.inference_log_url, bot.versions)
 
 
 def show_answer(turn: dict, log: InferenceLog) -> None:

@@ -8,7 +8,6 @@ path leaves ``models/``, before anything is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops.integrity import sha256_file
 from mlops.modeling.answers import compose_answer
 from mlops.modeling.text import MAX_QUERY_CHARS, normalize
 
@@ -39,14 +39,6 @@ EMPTY_QUERY_ANSWER = "Please type a travel question, for example: 'Where can I s
 
 class DeploymentError(RuntimeError):
     """Nothing is deployed, or the deployment is incomplete or fails its integrity checks."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(models_dir: Path) -> dict:

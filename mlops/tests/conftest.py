@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -92,3 +96,25 @@ def copy_data(tmp_path):
         return target
 
     return _copy
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, server: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            detail = log.read_text()[-2000:] if log and log.exists() else ""
+            pytest.fail(f"{url} did not come up: {detail}")
+        time.sleep(0.3)

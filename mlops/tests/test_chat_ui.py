@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from mlops.deployment import deploy
 from mlops.monitoring.inference_log import feedback_table, read_log
 from mlops.training import run_training
 
+from .conftest import free_port, wait_for_http
 from .test_deployment import settings_for
 
 APP = str(PROJ_ROOT / "mlops" / "chatbot" / "app.py")
@@ -55,18 +54,12 @@ def test_app_answers_shows_sources_and_logs_the_query(deployed, monkeypatch):
     assert any(c.value.startswith("sources: ") for c in at.caption)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        rows = read_log(deployed.path(deployed.monitoring.inference_log))
+        rows = read_log(deployed.inference_log_url)
         if len(rows) and rows["query"].iloc[-1].endswith("leopards in Sri Lanka?"):
             break
         time.sleep(0.1)
     else:
         pytest.fail("the query never reached the inference log")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
@@ -81,15 +74,7 @@ def test_chat_in_a_real_browser_with_feedback(deployed, tmp_path):
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "streamlit did not start"
-                time.sleep(0.3)
+        wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", server, timeout=60)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=CHROMIUM,
@@ -115,7 +100,7 @@ def test_chat_in_a_real_browser_with_feedback(deployed, tmp_path):
             page.set_viewport_size({"width": 1100, "height": max(900, height)})
             page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
             browser.close()
-        votes = read_log(deployed.path(deployed.monitoring.inference_log), table=feedback_table)
+        votes = read_log(deployed.inference_log_url, table=feedback_table)
         assert list(votes["value"]) == [1]
         if os.environ.get("SAVE_SCREENSHOTS"):
             shutil.copy(tmp_path / "chat.png", PROJ_ROOT / "docs" / "chat_ui.png")

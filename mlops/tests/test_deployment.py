@@ -21,7 +21,7 @@ from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, live_a
 from mlops.tracking import configure_tracking, log_pickled_model
 from mlops.training import EXAMPLE_QUERIES, run_training
 
-from .conftest import FAST_TRAINING, write_settings
+from .conftest import FAST_TRAINING, free_port, wait_for_http, write_settings
 
 OPEN_GATES = {
     "deployment_config.yaml": {
@@ -138,8 +138,9 @@ def test_a_tampered_file_is_refused_before_unpickling(deployed, tmp_path):
     models_dir = _copy_deployment(settings, tmp_path)
     manifest = json.loads((models_dir / "manifest.json").read_text())
     ((relative, _),) = manifest["models"]["llm_model"]["files"].items()
-    with open(models_dir / relative, "ab") as handle:
-        handle.write(b"\0")
+    data = bytearray((models_dir / relative).read_bytes())
+    data[len(data) // 2] ^= 0x01  # flip one bit in the middle of the file
+    (models_dir / relative).write_bytes(bytes(data))
     with pytest.raises(DeploymentError, match="differs from the manifest"):
         TravelChatbot.load(models_dir)
     (models_dir / relative).unlink()
@@ -260,26 +261,23 @@ def test_deploy_cli_exit_codes(deployed, tmp_path):
     assert bad.returncode == 2 and "--dry-run cannot be combined" in bad.stderr
 
 
-def test_answered_queries_land_in_the_inference_log(deployed, tmp_path):
+def test_queries_from_many_threads_all_land_in_the_inference_log(deployed, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
     from mlops.monitoring.inference_log import InferenceLog, read_log
 
     settings, _ = deployed
     bot = TravelChatbot.load(settings.models_dir)
     log = InferenceLog(tmp_path / "log.db", bot.versions)
     bot.on_response = log
-    answers = [bot.process_query(q) for q in ("hello", "beaches in sri lanka", "write a poem")]
+    queries = [f"{q} #{i}" for i in range(25) for q in ("hello", "beaches in sri lanka", "write a poem")]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # 75 queries answered by 8 threads at once
+        answers = dict(zip(queries, pool.map(bot.process_query, queries), strict=True))
     log.close()
     rows = read_log(tmp_path / "log.db")
-    assert list(rows["intent"]) == [a["intent"] for a in answers]
-    assert list(rows["query"]) == ["hello", "beaches in sri lanka", "write a poem"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    assert len(rows) == len(queries) and set(rows["query"]) == set(queries)
+    assert all(answers[row.query]["intent"] == row.intent for row in rows.itertuples())
+    assert rows["versions"].iloc[0] == json.dumps(bot.versions, sort_keys=True)
 
 
 def test_mlflow_models_serve_answers_http_queries(deployed, tmp_path):
@@ -298,16 +296,7 @@ def test_mlflow_models_serve_answers_http_queries(deployed, tmp_path):
         start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("model server did not start: " + (tmp_path / "serve.log").read_text()[-2000:])
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server, timeout=90, log=tmp_path / "serve.log")
         body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [["hello!"], ["leopards in sri lanka"]]}})
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", body.encode(), {"Content-Type": "application/json"}
