@@ -26,7 +26,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
-from mlops.modeling.embedding import StaticEncoder, make_triplets, triplet_accuracy
+from mlops.evaluation import evaluate
+from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
 from mlops.modeling.intent import IntentClassifier, expected_calibration_error, intent_metrics, place_vocabulary
 from mlops.modeling.retrieval import RetrievalModel, build_documents, ranking_metrics
@@ -100,14 +101,12 @@ def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> 
         workdir=workdir,
         base_model=cfg.base_model,
     )
-    test = data.intent_split("test")
-    triplets = make_triplets(list(test["text"]), list(test["intent"]), cfg.triplet_samples, seed)
     st_dir = workdir / "sentence_transformer"
     st_model.save(str(st_dir))
     check = encoder.encode(EXAMPLE_QUERIES)
     reference = st_model.encode(EXAMPLE_QUERIES, convert_to_numpy=True)
     metrics = {
-        "triplet_accuracy": triplet_accuracy(encoder, triplets),
+        **evaluate("embedding_model", encoder, data, seed, cfg.triplet_samples),
         "numpy_vs_torch_max_abs_diff": float(np.abs(check - reference).max()),
         "vocab_size": float(len(encoder.weights)),
     }
@@ -242,6 +241,8 @@ def _dataset_inputs(data: Datasets, key: str) -> list[tuple[pd.DataFrame, str, s
 def _log_model_run(trained: TrainedModel, data: Datasets, settings: Settings, workdir: Path, seconds: float) -> dict:
     import mlflow
 
+    from mlops.tracking import log_pickled_model
+
     sources = {
         "intents": "intents",
         "retrieval": "retrieval",
@@ -267,14 +268,8 @@ def _log_model_run(trained: TrainedModel, data: Datasets, settings: Settings, wo
             mlflow.log_artifacts(str(folder), name)
         model_path = workdir / f"{trained.key}.pkl"
         joblib.dump(trained.model, model_path, compress=3)
-        logged = _log_pickled(trained.key, model_path, settings.mlflow.register_models)
+        logged = log_pickled_model(trained.key, model_path, EXAMPLE_QUERIES, settings.mlflow.register_models)
         return {"run_id": run.info.run_id, **logged}
-
-
-def _log_pickled(key: str, model_path: Path, register: bool) -> dict:
-    from mlops.tracking import log_pickled_model
-
-    return log_pickled_model(key, model_path, EXAMPLE_QUERIES, register)
 
 
 # ---------------------------------------------------------------------------------- orchestration
