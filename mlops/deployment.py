@@ -230,17 +230,20 @@ def _champion_metrics(key: str, champion: dict, models_dir: Path, data: Datasets
         return None
 
 
-def fetch_candidates(keys: list[str], dest: Path) -> dict[str, Candidate]:
-    """Download (and sha256-verify) the newest registered version of each model.
+def fetch_candidates(keys: list[str], dest: Path, versions: dict[str, str] | None = None) -> dict[str, Candidate]:
+    """Download (and sha256-verify) the given or else the newest registered version of each model.
 
     Raises:
         DeploymentError: A model has no registered version.
     """
+    import mlflow
+
     from mlops.tracking import download_registered_pickle, latest_version
 
     candidates = {}
     for key in keys:
-        model_version = latest_version(key)
+        wanted = (versions or {}).get(key)
+        model_version = mlflow.MlflowClient().get_model_version(key, wanted) if wanted else latest_version(key)
         if model_version is None:
             raise DeploymentError(
                 f"no registered version of {key}; train first (python mlops/scripts/train_chatbot_models.py)"
@@ -389,8 +392,9 @@ def deploy(
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
     data: Datasets | None = None,
+    versions: dict[str, str] | None = None,
 ) -> DeployReport:
-    """Validate the newest registered version of every enabled model and promote them together.
+    """Validate the newest (or the given) registered version of every enabled model; promote them together.
 
     Args:
         settings: Validated configuration.
@@ -399,6 +403,7 @@ def deploy(
         dry_run: Validate and report, change nothing.
         progress: Called with a short message as each step starts.
         data: Already loaded datasets (loaded from ``settings`` when None).
+        versions: Registered version to deploy per model key (default: the newest of each).
 
     Returns:
         What happened, with the candidates' metrics.
@@ -419,7 +424,7 @@ def deploy(
     with deployment_lock(models_dir), tempfile.TemporaryDirectory(prefix="mlops-deploy-") as tmp:
         live = current_manifest(models_dir)
         say("Fetching candidates from the model registry")
-        candidates = fetch_candidates(keys, Path(tmp))
+        candidates = fetch_candidates(keys, Path(tmp), versions)
         if live and not force and _versions(live) == {key: c.version for key, c in candidates.items()}:
             reason = "the registered versions are already deployed"
             append_history(models_dir, _history_record("deploy", "unchanged", live, reason))

@@ -111,3 +111,58 @@ def run_pipeline(
     result.deployment = deploy(settings, progress=progress, data=result.data)
     result.steps["deployment"] = f"{result.deployment.outcome}: {result.deployment.reason}"
     return result
+
+
+@dataclass
+class FastPathResult:
+    reused: dict[str, str] = field(default_factory=dict)
+    trained: dict[str, str] = field(default_factory=dict)
+    training: dict | None = None
+    deployment: object | None = None
+    run_id: str = ""
+
+
+def run_fast_path(settings: Settings, progress: Callable[[str], None], force: bool = False) -> FastPathResult:
+    """Train only the models whose inputs changed, reuse the registered versions of the others, deploy.
+
+    A model's inputs are its data files, its config section, the seed and the code that trains it
+    (``mlops.fingerprint``). Reuse is recorded in MLflow: a ``fast-path`` run tagged with the
+    version reused or trained for each model, so every deployment's lineage stays complete.
+
+    Args:
+        settings: Validated configuration.
+        progress: Called with a short message as each step starts.
+        force: Retrain every model.
+    """
+    import mlflow
+
+    from mlops.deployment import deploy
+    from mlops.fingerprint import cached_version, model_fingerprints
+    from mlops.training import run_training
+
+    progress("Checking the MLflow tracking store")
+    check_tracking_store(settings)
+    progress("Validating data and fingerprinting inputs")
+    data = load_datasets(settings.data_dir)
+    fingerprints = model_fingerprints(settings, data)
+    result = FastPathResult()
+    for key, fingerprint in fingerprints.items():
+        hit = None if force else cached_version(key, fingerprint)
+        if hit is not None:
+            result.reused[key] = str(hit.version)
+    changed = [key for key in fingerprints if key not in result.reused]
+    if changed:
+        result.training = run_training(
+            settings, changed, progress, encoder_version=result.reused.get("embedding_model")
+        )
+        result.trained = {key: result.training["models"][key]["version"] for key in changed}
+    with mlflow.start_run(run_name="fast-path") as run:
+        result.run_id = run.info.run_id
+        mlflow.set_tags(
+            {"fast_path": "true", "data_fingerprint": data.fingerprint}
+            | {f"reused.{key}": version for key, version in result.reused.items()}
+            | {f"trained.{key}": version for key, version in result.trained.items()}
+            | {f"fingerprint.{key}": fingerprint for key, fingerprint in fingerprints.items()}
+        )
+    result.deployment = deploy(settings, progress=progress, data=data, versions={**result.reused, **result.trained})
+    return result

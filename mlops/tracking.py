@@ -116,7 +116,9 @@ def _quiet_model_logging():
         yield
 
 
-def log_pickled_model(key: str, model_path: Path, example: list[str], register: bool) -> dict:
+def log_pickled_model(
+    key: str, model_path: Path, example: list[str], register: bool, tags: dict[str, str] | None = None
+) -> dict:
     """Log a joblib-pickled model as a pyfunc in the active run and optionally register it.
 
     Args:
@@ -124,6 +126,7 @@ def log_pickled_model(key: str, model_path: Path, example: list[str], register: 
         model_path: The joblib file.
         example: A few raw queries used as input example and for the signature.
         register: Register a new version under ``key``.
+        tags: Extra tags for the registered version (e.g. its input fingerprint).
 
     Returns:
         ``{"model_uri", "version", "sha256"}`` (version is None when not registered).
@@ -150,7 +153,9 @@ def log_pickled_model(key: str, model_path: Path, example: list[str], register: 
         )
     model_version = getattr(info, "registered_model_version", None)
     if register and model_version is not None:
-        mlflow.MlflowClient().set_model_version_tag(key, str(model_version), "sha256", digest)
+        client = mlflow.MlflowClient()
+        for name, value in {"sha256": digest, **(tags or {})}.items():
+            client.set_model_version_tag(key, str(model_version), name, value)
     return {
         "model_uri": info.model_uri,
         "version": None if model_version is None else str(model_version),
@@ -221,13 +226,18 @@ def download_registered_pickle(key: str, model_version, dest: Path) -> Path:
     return found[0]
 
 
-def load_registered_pickle(key: str):
-    """Load the newest registered version of ``key`` after verifying its sha256; None if none exists."""
+def load_registered_pickle(key: str, version: str | None = None):
+    """Load a registered version of ``key`` (the newest by default) after verifying its sha256.
+
+    Returns:
+        The model, or None when ``key`` has no registered version.
+    """
     import tempfile
 
     import joblib
+    import mlflow
 
-    model_version = latest_version(key)
+    model_version = latest_version(key) if version is None else mlflow.MlflowClient().get_model_version(key, version)
     if model_version is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.evaluation import evaluate
+from mlops.fingerprint import TAG, model_fingerprints
 from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
 from mlops.modeling.intent import IntentClassifier, expected_calibration_error, intent_metrics, place_vocabulary
@@ -238,7 +239,9 @@ def _dataset_inputs(data: Datasets, key: str) -> list[tuple[pd.DataFrame, str, s
     }[key]
 
 
-def _log_model_run(trained: TrainedModel, data: Datasets, settings: Settings, workdir: Path, seconds: float) -> dict:
+def _log_model_run(
+    trained: TrainedModel, data: Datasets, settings: Settings, workdir: Path, seconds: float, fingerprint: str
+) -> dict:
     import mlflow
 
     from mlops.tracking import log_pickled_model
@@ -250,7 +253,7 @@ def _log_model_run(trained: TrainedModel, data: Datasets, settings: Settings, wo
         "sri_lanka_guide": "sri_lanka",
     }
     with mlflow.start_run(run_name=trained.key, nested=True) as run:
-        mlflow.set_tags({"model_key": trained.key, "data_fingerprint": data.fingerprint})
+        mlflow.set_tags({"model_key": trained.key, "data_fingerprint": data.fingerprint, TAG: fingerprint})
         mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in trained.params.items()})
         mlflow.log_params({"seed": settings.training.seed})
         mlflow.log_metrics({**trained.metrics, "training_time_s": seconds})
@@ -268,7 +271,9 @@ def _log_model_run(trained: TrainedModel, data: Datasets, settings: Settings, wo
             mlflow.log_artifacts(str(folder), name)
         model_path = workdir / f"{trained.key}.pkl"
         joblib.dump(trained.model, model_path, compress=3)
-        logged = log_pickled_model(trained.key, model_path, EXAMPLE_QUERIES, settings.mlflow.register_models)
+        logged = log_pickled_model(
+            trained.key, model_path, EXAMPLE_QUERIES, settings.mlflow.register_models, tags={TAG: fingerprint}
+        )
         return {"run_id": run.info.run_id, **logged}
 
 
@@ -287,11 +292,11 @@ def resolve_models(requested: Sequence[str] | None) -> list[str]:
     return [key for key in MODEL_KEYS if key in requested]
 
 
-def _registered_encoder() -> StaticEncoder | None:
-    """The newest registered embedding model, verified against its logged sha256."""
+def _registered_encoder(version: str | None = None) -> StaticEncoder | None:
+    """A registered embedding model (the newest by default), verified against its logged sha256."""
     from mlops.tracking import load_registered_pickle
 
-    return load_registered_pickle("embedding_model")
+    return load_registered_pickle("embedding_model", version)
 
 
 def write_results(results: dict, results_dir: Path) -> Path:
@@ -307,14 +312,20 @@ def write_results(results: dict, results_dir: Path) -> Path:
     return path
 
 
-def run_training(settings: Settings, models: Sequence[str] | None = None, progress: Progress | None = None) -> dict:
+def run_training(
+    settings: Settings,
+    models: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    encoder_version: str | None = None,
+) -> dict:
     """Train, evaluate and log the requested models (all four by default).
 
     Args:
         settings: Validated configuration.
-        models: Model keys to train; ``few_shot_model`` and ``rag_model`` reuse the newest registered
+        models: Model keys to train; ``few_shot_model`` and ``rag_model`` reuse a registered
             ``embedding_model`` when it is not among them (training it if none is registered).
         progress: Called with a short message as each step starts.
+        encoder_version: The registered ``embedding_model`` version to reuse (default: the newest).
 
     Returns:
         The results document also written to ``mlops/results/training_results_<UTC>.json``.
@@ -332,6 +343,7 @@ def run_training(settings: Settings, models: Sequence[str] | None = None, progre
     say("Validating data")
     data = load_datasets(settings.data_dir)
     store = configure_tracking(settings)
+    fingerprints = model_fingerprints(settings, data)
     started = datetime.now(UTC)
     results: dict[str, Any] = {
         "started_at": started.isoformat(),
@@ -342,7 +354,7 @@ def run_training(settings: Settings, models: Sequence[str] | None = None, progre
     }
     encoder = None
     if any(key in keys for key in ("few_shot_model", "rag_model")) and "embedding_model" not in keys:
-        encoder = _registered_encoder()
+        encoder = _registered_encoder(encoder_version)
         if encoder is None:
             logger.info("No registered embedding_model yet: training it too")
             keys = ["embedding_model", *keys]
@@ -367,11 +379,12 @@ def run_training(settings: Settings, models: Sequence[str] | None = None, progre
                 trained = train_rag_model(data, settings, encoder)
             seconds = time.perf_counter() - tic
             say(f"[{step}/{len(keys)}] Logging {key} to MLflow ({seconds:.1f}s to train)")
-            logged = _log_model_run(trained, data, settings, workdir, seconds)
+            logged = _log_model_run(trained, data, settings, workdir, seconds, fingerprints[key])
             results["models"][key] = {
                 "metrics": trained.metrics,
                 "training_time_s": round(seconds, 3),
                 "registered_model": key if logged["version"] else None,
+                "input_fingerprint": fingerprints[key],
                 **logged,
             }
         results["finished_at"] = datetime.now(UTC).isoformat()

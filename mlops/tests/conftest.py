@@ -36,16 +36,17 @@ def write_settings(root: Path, overrides: dict | None = None, data_dir: Path | N
     }  # fmt: skip
     for name in base:
         data = yaml.safe_load((CONFIG_DIR / name).read_text())
-        _merge(data, base[name])
-        _merge(data, (overrides or {}).get(name, {}))
+        merge(data, base[name])
+        merge(data, (overrides or {}).get(name, {}))
         (config_dir / name).write_text(yaml.safe_dump(data))
     return load_settings(config_dir, env={}, root=root)
 
 
-def _merge(target: dict, extra: dict) -> None:
+def merge(target: dict, extra: dict) -> None:
+    """Merge nested dict ``extra`` into ``target`` in place."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
+            merge(target[key], value)
         else:
             target[key] = value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, live_a
 from mlops.tracking import configure_tracking, log_pickled_model
 from mlops.training import EXAMPLE_QUERIES, run_training
 
-from .conftest import FAST_TRAINING, free_port, wait_for_http, write_settings
+from .conftest import FAST_TRAINING, free_port, merge, wait_for_http, write_settings
 
 OPEN_GATES = {
     "deployment_config.yaml": {
@@ -36,9 +37,9 @@ OPEN_GATES = {
 
 
 def settings_for(root: Path, tiny_data_dir: Path, extra: dict | None = None):
-    overrides = {**FAST_TRAINING, **OPEN_GATES}
-    for name, value in (extra or {}).items():
-        overrides[name] = value
+    """Fast training and open gates, with ``extra`` merged in key by key."""
+    overrides = copy.deepcopy({**FAST_TRAINING, **OPEN_GATES})
+    merge(overrides, extra or {})
     return write_settings(root, overrides, data_dir=tiny_data_dir)
 
 

@@ -1,0 +1,56 @@
+"""The fast path trains only models whose data, config or code changed, and records the reuse in MLflow."""
+
+from __future__ import annotations
+
+import mlflow
+
+from mlops.config import MODEL_KEYS
+from mlops.data import load_datasets
+from mlops.fingerprint import model_fingerprints
+from mlops.pipeline import run_fast_path
+from mlops.tracking import configure_tracking
+
+from .test_deployment import settings_for
+
+
+def test_cold_warm_changed_config_and_forced_runs(tmp_path, tiny_data_dir):
+    settings = settings_for(tmp_path, tiny_data_dir)
+    steps: list[str] = []
+
+    cold = run_fast_path(settings, steps.append)
+    assert set(cold.trained) == set(MODEL_KEYS) and not cold.reused
+    assert cold.deployment.outcome == "deployed"
+
+    warm = run_fast_path(settings, steps.append)
+    assert warm.reused == cold.trained and not warm.trained and warm.training is None
+    assert warm.deployment.outcome == "unchanged"
+    configure_tracking(settings)
+    tags = mlflow.get_run(warm.run_id).data.tags
+    assert tags["reused.llm_model"] == cold.trained["llm_model"] and tags["fast_path"] == "true"
+
+    changed = settings_for(tmp_path, tiny_data_dir, {
+        "training_config.yaml": {"training": {"llm_model": {"C": 0.5}}},
+        "deployment_config.yaml": {"deployment": {"gates": {"tolerance": 1.0}}},  # tiny data: a change may score lower
+    })  # fmt: skip
+    partial = run_fast_path(changed, steps.append)
+    assert list(partial.trained) == ["llm_model"]
+    assert set(partial.reused) == {"embedding_model", "few_shot_model", "rag_model"}
+    assert partial.deployment.manifest["models"]["llm_model"]["version"] == partial.trained["llm_model"]
+
+    forced = run_fast_path(changed, steps.append, force=True)
+    assert set(forced.trained) == set(MODEL_KEYS)
+
+
+def test_fingerprints_follow_their_inputs(tmp_path, tiny_data_dir, copy_data):
+    settings = settings_for(tmp_path, tiny_data_dir)
+    base = model_fingerprints(settings, load_datasets(tiny_data_dir))
+    assert base == model_fingerprints(settings, load_datasets(tiny_data_dir))
+
+    data_dir = copy_data(tiny_data_dir)
+    path = data_dir / "retrieval_eval.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # drop one retrieval query
+    after = model_fingerprints(settings, load_datasets(data_dir))
+    assert after["llm_model"] == base["llm_model"]  # the intent model does not read retrieval_eval.csv
+    assert after["embedding_model"] != base["embedding_model"] and after["rag_model"] != base["rag_model"]
+    assert after["few_shot_model"] != base["few_shot_model"]  # it builds on the embedding
