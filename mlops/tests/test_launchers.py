@@ -1,0 +1,62 @@
+"""The launchers as a user runs them: the menu with piped input, the fast path's exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlops.config import PROJ_ROOT
+from mlops.deployment import deploy
+from mlops.training import run_training
+
+from .test_deployment import settings_for
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, tiny_data_dir):
+    settings = settings_for(tmp_path_factory.mktemp("menu"), tiny_data_dir)
+    run_training(settings)
+    deploy(settings)
+    return settings
+
+
+def run(script: str, settings, stdin: str = "", *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLOPS_CONFIG_DIR": str(settings.root / "configs")}
+    return subprocess.run(
+        [sys.executable, str(PROJ_ROOT / script), *args], input=stdin, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_menu_with_piped_input_reprompts_shows_status_and_exits(deployed):
+    out = run("run_mlops.py", deployed, "9\n5\n6\n")
+    assert out.returncode == 0, out.stderr
+    assert "'9' is not a choice: type a number from 1 to 6" in out.stdout
+    assert "== Deployment" in out.stdout and "llm_model" in out.stdout
+    assert "== Tracking store" in out.stdout and "== System health" in out.stdout
+    assert out.stdout.count("Choose 1-6") == 3
+
+
+def test_menu_ends_cleanly_at_end_of_input(deployed):
+    out = run("run_mlops.py", deployed, "3\n")
+    assert out.returncode == 0 and "unchanged: the registered versions are already deployed" in out.stdout
+
+
+def test_fast_path_cli_reuses_and_reports(deployed):
+    out = run("simple_mlops.py", deployed)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("reused: data, config and code unchanged") == 4
+    assert "Deployment: unchanged" in out.stdout
+
+
+def test_bad_config_is_a_clear_error_with_exit_code_2(tmp_path, tiny_data_dir):
+    settings = settings_for(tmp_path, tiny_data_dir)
+    path = settings.root / "configs" / "training_config.yaml"
+    path.write_text(path.read_text().replace("seed: 42", "seed: lots"))
+    for script in ("simple_mlops.py", "mlops_pipeline.py", "run_mlops.py"):
+        out = run(script, settings, "6\n")
+        assert out.returncode == 2, (script, out.stdout, out.stderr)
+        assert "training_config.yaml" in out.stderr and "'training.seed'" in out.stderr
