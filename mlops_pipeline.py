@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from mlops.cli import Refused, StepPrinter, exit_codes, setup_logging
+from mlops.cli import StepPrinter, exit_codes, setup_logging
 from mlops.config import MODEL_KEYS, load_settings
-from mlops.deployment import DeploymentLocked, DeploymentRefused, status_lines
+from mlops.deployment import status_lines
 from mlops.pipeline import run_pipeline
 from mlops.training import HEADLINE_METRICS
 
@@ -25,11 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         setup_logging(settings.training.log_level)
         steps = StepPrinter()
-        try:
-            result = run_pipeline(settings, steps, args.models)
-        except (DeploymentRefused, DeploymentLocked) as exc:
-            steps.done()
-            raise Refused(f"{exc}; the last good deployment keeps serving") from None
+        result = run_pipeline(settings, steps, args.models)
         total = steps.done()
         print(f"\nPipeline finished in {total:.1f}s")
         for name, detail in result.steps.items():

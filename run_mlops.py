@@ -23,7 +23,8 @@ Travel chatbot MLOps
 
 def run_choice(choice: str, settings) -> None:
     """Run one menu entry; errors are reported and the menu goes on."""
-    from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy
+    from mlops.cli import Refused
+    from mlops.deployment import deploy
     from mlops.pipeline import run_pipeline
     from mlops.status import status_report
     from mlops.training import run_training
@@ -43,7 +44,7 @@ def run_choice(choice: str, settings) -> None:
             print("The monitoring dashboard is not built yet (see the README's roadmap).")
         elif choice == "5":
             print("\n".join(status_report(settings)))
-    except (DeploymentRefused, DeploymentLocked) as exc:
+    except Refused as exc:
         print(f"refused: {exc}")
     except Exception as exc:  # the menu stays up: report the failed step and let the user pick again
         print(f"failed: {type(exc).__name__}: {exc}")

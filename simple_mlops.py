@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from mlops.cli import Refused, StepPrinter, exit_codes, setup_logging
+from mlops.cli import StepPrinter, exit_codes, setup_logging
 from mlops.config import load_settings
-from mlops.deployment import DeploymentLocked, DeploymentRefused, status_lines
+from mlops.deployment import status_lines
 from mlops.pipeline import run_fast_path
 
 
@@ -24,11 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         setup_logging(settings.training.log_level)
         steps = StepPrinter()
-        try:
-            result = run_fast_path(settings, steps, force=args.force)
-        except (DeploymentRefused, DeploymentLocked) as exc:
-            steps.done()
-            raise Refused(f"{exc}; the last good deployment keeps serving") from None
+        result = run_fast_path(settings, steps, force=args.force)
         total = steps.done()
         print(f"\nFast path finished in {total:.1f}s (MLflow run {result.run_id})")
         for key, version in result.reused.items():

@@ -80,7 +80,9 @@ def exit_codes() -> Iterator[None]:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Refused as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+        reasons = getattr(exc, "reasons", None) or [str(exc)]
+        print("refused: " + "\n  ".join(reasons), file=sys.stderr)
+        print("nothing deployed changed; the last good deployment keeps serving", file=sys.stderr)
         sys.exit(EXIT_REFUSED)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

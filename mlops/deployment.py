@@ -33,6 +33,7 @@ from typing import Any
 import joblib
 
 from mlops.chatbot.bot import MANIFEST, DeploymentError, read_manifest, verified_path
+from mlops.cli import Refused
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.evaluation import GATE_METRICS, evaluate, latency_p95_ms, single_query_call
@@ -48,7 +49,7 @@ SMOKE_QUERY = "Where can I see leopards in Sri Lanka?"
 LATENCY_QUERIES = 200
 
 
-class DeploymentRefused(RuntimeError):
+class DeploymentRefused(Refused):
     """A candidate failed a gate or was worse than the champion; nothing deployed changed."""
 
     def __init__(self, reasons: list[str]):
@@ -56,7 +57,7 @@ class DeploymentRefused(RuntimeError):
         super().__init__("; ".join(reasons))
 
 
-class DeploymentLocked(RuntimeError):
+class DeploymentLocked(Refused):
     """Another deployment or rollback holds the lock."""
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from mlops.cli import Refused, StepPrinter, exit_codes, setup_logging
+from mlops.cli import StepPrinter, exit_codes, setup_logging
 from mlops.config import load_settings
-from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, rollback, status_lines
+from mlops.deployment import deploy, rollback, status_lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,15 +37,10 @@ def main(argv: list[str] | None = None) -> None:
             print("\n".join(status_lines(settings.models_dir)))
             return
         steps = StepPrinter()
-        try:
-            report = (
-                rollback(settings, steps)
-                if args.rollback
-                else deploy(settings, force=args.force, dry_run=args.dry_run, progress=steps)
-            )
-        except (DeploymentRefused, DeploymentLocked) as exc:
-            steps.done()
-            raise Refused(str(exc).replace("; ", "\n  ")) from None
+        if args.rollback:
+            report = rollback(settings, steps)
+        else:
+            report = deploy(settings, force=args.force, dry_run=args.dry_run, progress=steps)
         steps.done()
         print(f"\n{report.outcome.replace('_', ' ')}: {report.reason} ({report.seconds:.1f}s)")
         for key, entry in (report.manifest or {}).get("models", {}).items():

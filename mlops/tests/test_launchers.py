@@ -60,3 +60,14 @@ def test_bad_config_is_a_clear_error_with_exit_code_2(tmp_path, tiny_data_dir):
         out = run(script, settings, "6\n")
         assert out.returncode == 2, (script, out.stdout, out.stderr)
         assert "training_config.yaml" in out.stderr and "'training.seed'" in out.stderr
+
+
+def test_a_refused_deployment_exits_3_and_names_the_gate(tmp_path, tiny_data_dir):
+    strict = {"deployment_config.yaml": {"deployment": {"gates": {"min_accuracy": 0.999}}}}  # tiny data: ~0.4
+    settings = settings_for(tmp_path, tiny_data_dir, strict)
+    run_training(settings)
+    out = run("mlops/scripts/deploy_chatbot_models.py", settings)
+    assert out.returncode == 3, out.stderr
+    assert "refused: llm_model v1: accuracy" in out.stderr and "is below the gate 0.999" in out.stderr
+    assert "nothing deployed changed" in out.stderr
+    assert not (settings.models_dir / "manifest.json").exists()
