@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies
-run: $(STAMP)    ## the full pipeline: checks, train, evaluate, report
+run: $(STAMP)    ## the full pipeline: checks, train, evaluate, deploy through the gates, status
 	$(PY) mlops_pipeline.py $(ARGS)
 test: $(STAMP)   ## the whole test suite
 	$(PY) -m pytest $(ARGS)
@@ -24,7 +24,7 @@ lint: $(STAMP)   ## ruff (print statements only in CLIs: rule T201)
 	$(PY) -m ruff check .
 train: $(STAMP)  ## train all four models and log them to MLflow
 	$(PY) mlops/scripts/train_chatbot_models.py $(ARGS)
-bench: $(STAMP)  ## benchmarks: training time and model quality, written to docs/BENCHMARKS.md
+bench: $(STAMP)  ## benchmarks: training, quality, deploy, fast path, serving -> docs/BENCHMARKS.md
 	$(PY) -m mlops.bench $(ARGS)
 clean:           ## remove generated models, MLflow store and results (keeps .venv)
 	rm -rf models mlruns mlops/results/*.json
