@@ -37,7 +37,7 @@ from mlops.cli import Refused
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.evaluation import GATE_METRICS, evaluate, latency_p95_ms, single_query_call
-from mlops.integrity import sha256_bytes, sha256_file
+from mlops.integrity import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -231,33 +231,27 @@ def _champion_metrics(key: str, champion: dict, models_dir: Path, data: Datasets
         return None
 
 
-def fetch_candidates(keys: list[str], dest: Path, versions: dict[str, str] | None = None) -> dict[str, Candidate]:
-    """Download (and sha256-verify) the given or else the newest registered version of each model.
+def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) -> dict[str, Candidate]:
+    """Load (sha256-verified) the given or else the newest registered version of each model.
 
     Raises:
-        DeploymentError: A model has no registered version.
+        DeploymentError: A model has no registered version, or one this code can no longer load.
     """
-    import mlflow
-
-    from mlops.tracking import download_registered_pickle, latest_version
+    from mlops.tracking import IncompatibleModelError, load_model_version, registered_version
 
     candidates = {}
     for key in keys:
-        wanted = (versions or {}).get(key)
-        model_version = mlflow.MlflowClient().get_model_version(key, wanted) if wanted else latest_version(key)
+        model_version = registered_version(key, (versions or {}).get(key))
         if model_version is None:
             raise DeploymentError(
                 f"no registered version of {key}; train first (python mlops/scripts/train_chatbot_models.py)"
             )
-        path = download_registered_pickle(key, model_version, dest / key)
-        candidate = Candidate(key, str(model_version.version), model_version.run_id, sha256_file(path))
         try:
-            model = joblib.load(path)
-        except (AttributeError, ModuleNotFoundError, ImportError) as exc:
-            raise DeploymentError(
-                f"models:/{key}/{model_version.version} was trained by another version of this code ({exc}); "
-                "retrain it: python mlops/scripts/train_chatbot_models.py"
-            ) from None
+            model = load_model_version(key, model_version)
+        except IncompatibleModelError as exc:
+            raise DeploymentError(str(exc)) from None
+        # the file was verified against this tag before it was unpickled
+        candidate = Candidate(key, str(model_version.version), model_version.run_id, model_version.tags["sha256"])
         candidate.payload = pickle.dumps(to_serving(model), protocol=5)
         candidate.sha256 = sha256_bytes(candidate.payload)
         candidates[key] = candidate
@@ -422,10 +416,10 @@ def deploy(
     keys = [key for key in MODEL_KEYS if settings.deployment.models[key].enabled]
     configure_tracking(settings)
     data = data or load_datasets(settings.data_dir)
-    with deployment_lock(models_dir), tempfile.TemporaryDirectory(prefix="mlops-deploy-") as tmp:
+    with deployment_lock(models_dir):
         live = current_manifest(models_dir)
         say("Fetching candidates from the model registry")
-        candidates = fetch_candidates(keys, Path(tmp), versions)
+        candidates = fetch_candidates(keys, versions)
         if live and not force and _versions(live) == {key: c.version for key, c in candidates.items()}:
             reason = "the registered versions are already deployed"
             append_history(models_dir, _history_record("deploy", "unchanged", live, reason))

@@ -106,7 +106,7 @@ def run_pipeline(
     progress("Validating data")
     result.data = load_datasets(settings.data_dir)
     result.steps["data"] = f"fingerprint {result.data.fingerprint[:12]}"
-    result.training = run_training(settings, train_models, progress=progress)
+    result.training = run_training(settings, train_models, progress=progress, data=result.data)
     result.steps["training"] = result.training["results_file"]
     result.deployment = deploy(settings, progress=progress, data=result.data)
     result.steps["deployment"] = f"{result.deployment.outcome}: {result.deployment.reason}"
@@ -153,7 +153,7 @@ def run_fast_path(settings: Settings, progress: Callable[[str], None], force: bo
     changed = [key for key in fingerprints if key not in result.reused]
     if changed:
         result.training = run_training(
-            settings, changed, progress, encoder_version=result.reused.get("embedding_model")
+            settings, changed, progress, encoder_version=result.reused.get("embedding_model"), data=data
         )
         result.trained = {key: result.training["models"][key]["version"] for key in changed}
     with mlflow.start_run(run_name="fast-path") as run:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops.config import Settings
-from mlops.integrity import sha256_bytes
+from mlops.integrity import sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +220,43 @@ def download_registered_pickle(key: str, model_version, dest: Path) -> Path:
     if not found:
         raise ValueError(f"models:/{key}/{model_version.version} holds no pickled model under artifacts/")
     expected = model_version.tags.get("sha256")
-    actual = sha256_bytes(found[0].read_bytes())
+    actual = sha256_file(found[0])
     if expected != actual:
         raise ValueError(f"models:/{key}/{model_version.version}: sha256 {actual} differs from the logged {expected}")
     return found[0]
+
+
+def registered_version(key: str, version: str | None = None):
+    """The given registered version of ``key``, or its newest one; None when nothing is registered."""
+    import mlflow
+
+    return latest_version(key) if version is None else mlflow.MlflowClient().get_model_version(key, version)
+
+
+class IncompatibleModelError(ValueError):
+    """A registered model was pickled by a version of this code that can no longer load it."""
+
+
+def load_model_version(key: str, model_version):
+    """Download, sha256-verify and unpickle one registered version.
+
+    Raises:
+        ValueError: The file's sha256 differs from the logged one.
+        IncompatibleModelError: The pickle needs classes this version of the code no longer has.
+    """
+    import tempfile
+
+    import joblib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_registered_pickle(key, model_version, Path(tmp))
+        try:
+            return joblib.load(path)
+        except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+            raise IncompatibleModelError(
+                f"models:/{key}/{model_version.version} was trained by another version of this code ({exc}); "
+                "retrain it: python mlops/scripts/train_chatbot_models.py"
+            ) from None
 
 
 def load_registered_pickle(key: str, version: str | None = None):
@@ -232,13 +265,5 @@ def load_registered_pickle(key: str, version: str | None = None):
     Returns:
         The model, or None when ``key`` has no registered version.
     """
-    import tempfile
-
-    import joblib
-    import mlflow
-
-    model_version = latest_version(key) if version is None else mlflow.MlflowClient().get_model_version(key, version)
-    if model_version is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return joblib.load(download_registered_pickle(key, model_version, Path(tmp)))
+    model_version = registered_version(key, version)
+    return None if model_version is None else load_model_version(key, model_version)

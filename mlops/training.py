@@ -317,6 +317,7 @@ def run_training(
     models: Sequence[str] | None = None,
     progress: Progress | None = None,
     encoder_version: str | None = None,
+    data: Datasets | None = None,
 ) -> dict:
     """Train, evaluate and log the requested models (all four by default).
 
@@ -326,6 +327,7 @@ def run_training(
             ``embedding_model`` when it is not among them (training it if none is registered).
         progress: Called with a short message as each step starts.
         encoder_version: The registered ``embedding_model`` version to reuse (default: the newest).
+        data: Already validated datasets (loaded from ``settings`` when None).
 
     Returns:
         The results document also written to ``mlops/results/training_results_<UTC>.json``.
@@ -341,7 +343,7 @@ def run_training(
     say = progress or (lambda message: logger.info("%s", message))
     keys = resolve_models(models)
     say("Validating data")
-    data = load_datasets(settings.data_dir)
+    data = data or load_datasets(settings.data_dir)
     store = configure_tracking(settings)
     fingerprints = model_fingerprints(settings, data)
     started = datetime.now(UTC)

@@ -334,3 +334,22 @@ def test_killing_a_deployment_at_any_moment_leaves_a_whole_deployment(tmp_path, 
     assert deploy(settings, force=True).outcome in ("deployed", "unchanged")
     assert not list((settings.models_dir / "releases").glob(".staging-*"))
     assert len(list((settings.models_dir / "releases").iterdir())) <= 2
+
+
+def test_a_registered_model_this_code_cannot_load_is_a_clear_error(tmp_path, tiny_data_dir, monkeypatch):
+    from mlops.deployment import fetch_candidates
+
+    settings = settings_for(tmp_path, tiny_data_dir)  # its own store: nothing else sees this version
+    module = tmp_path / "vanished_module.py"
+    module.write_text("class Gone:\n    def predict(self, texts):\n        return ['x'] * len(texts)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vanished_module
+
+    joblib.dump(vanished_module.Gone(), tmp_path / "gone.pkl")
+    configure_tracking(settings)
+    with mlflow.start_run(run_name="old-format"):
+        version = log_pickled_model("llm_model", tmp_path / "gone.pkl", EXAMPLE_QUERIES, register=True)["version"]
+    monkeypatch.delitem(sys.modules, "vanished_module")
+    module.unlink()
+    with pytest.raises(DeploymentError, match=rf"models:/llm_model/{version} was trained by another version"):
+        fetch_candidates(["llm_model"])
