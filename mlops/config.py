@@ -38,6 +38,8 @@ class MlflowSettings(_Strict):
     artifact_location: str = "./mlruns/artifacts"
     registry_uri: str | None = None
     register_models: bool = True
+    ui_host: str = "127.0.0.1"
+    ui_port: Annotated[int, Field(ge=1, le=65535)] = 5000
 
     @field_validator("tracking_uri")
     @classmethod
@@ -127,6 +129,8 @@ class DeploymentSettings(_Strict):
     environment: Literal["local", "staging", "production"] = "local"
     mode: Literal["standalone"] = "standalone"
     models_dir: str = "./models"
+    chatbot_host: str = "127.0.0.1"
+    chatbot_port: Annotated[int, Field(ge=1, le=65535)] = 8501
     gates: Gates = Gates()
     models: dict[Literal["embedding_model", "llm_model", "few_shot_model", "rag_model"], DeployedModel] = Field(
         default_factory=lambda: {key: DeployedModel() for key in MODEL_KEYS}
