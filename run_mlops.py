@@ -26,6 +26,7 @@ def run_choice(choice: str, settings) -> None:
     from mlops.cli import Refused
     from mlops.deployment import deploy
     from mlops.pipeline import run_pipeline
+    from mlops.services import ServiceError
     from mlops.status import status_report
     from mlops.training import run_training
 
@@ -41,11 +42,17 @@ def run_choice(choice: str, settings) -> None:
             report = deploy(settings, progress=steps)
             print(f"{report.outcome}: {report.reason}")
         elif choice == "4":
-            print("The monitoring dashboard is not built yet (see the README's roadmap).")
+            from mlops import services
+
+            [(state, started)] = services.start_all(settings, ["dashboard"], progress=steps)
+            print(f"Monitoring dashboard {'started' if started else 'already running'}: {state.url} (pid {state.pid})")
+            print("It keeps running after the menu exits; stop it with: python -m mlops.services stop dashboard")
         elif choice == "5":
             print("\n".join(status_report(settings)))
     except Refused as exc:
         print(f"refused: {exc}")
+    except ServiceError as exc:
+        print(f"error: {exc}")
     except Exception as exc:  # the menu stays up: report the failed step and let the user pick again
         print(f"failed: {type(exc).__name__}: {exc}")
     finally:

@@ -1,8 +1,8 @@
 """What every command-line entry point shares: logging set-up, progress display, exit codes.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad input (data, config, arguments, or a deployment
-that is missing or fails its integrity checks),
-3 refused (a quality gate or a lock said no), 130 interrupted.
+that is missing or fails its integrity checks), 3 refused (a quality gate or a lock said no),
+4 a service could not start (port in use, crashed, never healthy), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from mlops.chatbot.bot import DeploymentError
 from mlops.config import ConfigError
 from mlops.data import DataValidationError
+from mlops.services import ServiceError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ def exit_codes() -> Iterator[None]:
         print("refused: " + "\n  ".join(reasons), file=sys.stderr)
         print("nothing deployed changed; the last good deployment keeps serving", file=sys.stderr)
         sys.exit(EXIT_REFUSED)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_SERVICE)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

@@ -131,6 +131,7 @@ class DeploymentSettings(_Strict):
     models_dir: str = "./models"
     chatbot_host: str = "127.0.0.1"
     chatbot_port: Annotated[int, Field(ge=1, le=65535)] = 8501
+    services_dir: str = "./mlruns/services"
     gates: Gates = Gates()
     models: dict[Literal["embedding_model", "llm_model", "few_shot_model", "rag_model"], DeployedModel] = Field(
         default_factory=lambda: {key: DeployedModel() for key in MODEL_KEYS}
@@ -142,6 +143,38 @@ class DeploymentFile(_Strict):
 
 
 # ---------------------------------------------------------------- monitoring_config.yaml
+Severity = Literal["info", "warning", "critical"]
+
+
+class AlertRule(_Strict):
+    """One alert rule: fires once when its value crosses ``threshold``, resolves when it is back."""
+
+    enabled: bool = True
+    threshold: Annotated[float, Field(ge=0.0, le=1_000_000.0)] | None = None  # None: the legacy key (see rules)
+    window_minutes: Annotated[int, Field(ge=1, le=10_080)] = 15
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    severity: Severity = "warning"
+    cooldown_minutes: Annotated[int, Field(ge=0, le=10_080)] = 30
+
+
+class AlertRules(_Strict):
+    """The alert rules by name; a rule given in the YAML only overrides the keys it names."""
+
+    live_accuracy: AlertRule = AlertRule(window_minutes=60, min_samples=10, severity="critical")
+    canary_accuracy: AlertRule = AlertRule(window_minutes=120, severity="critical", cooldown_minutes=60)
+    p95_latency: AlertRule = AlertRule(window_minutes=5, min_samples=20)
+    cpu_percent: AlertRule = AlertRule(window_minutes=5)
+    memory_percent: AlertRule = AlertRule(threshold=90.0, window_minutes=5)
+    oos_rate: AlertRule = AlertRule(threshold=0.3, window_minutes=30, min_samples=20)
+    drift_score: AlertRule = AlertRule(threshold=1.0, window_minutes=60, min_samples=200, cooldown_minutes=120)
+
+
+# rules compared as fractions, as percentages; every other threshold only has to be >= 0
+_FRACTION_RULES = ("live_accuracy", "canary_accuracy", "oos_rate")
+_PERCENT_RULES = ("cpu_percent", "memory_percent")
+_EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
 class MonitoringSettings(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8502
@@ -150,6 +183,66 @@ class MonitoringSettings(_Strict):
     max_response_time_s: Annotated[float, Field(gt=0.0)] = 2.0
     max_cpu_percent: Annotated[float, Field(gt=0.0, le=100.0)] = 80.0
     inference_log: str = "./mlruns/inference_log.db"
+    rules: AlertRules = AlertRules()
+    alert_log: str = "./mlruns/alerts.log"
+    webhook_url_env: _EnvName = "MLOPS_ALERT_WEBHOOK_URL"
+    webhook_timeout_s: Annotated[float, Field(gt=0.0, le=60.0)] = 3.0
+    webhook_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    webhook_backoff_s: Annotated[float, Field(ge=0.0, le=60.0)] = 0.5
+    canary_interval_minutes: Annotated[int, Field(ge=1, le=10_080)] = 30
+    drift_reference_dir: str = "./mlruns/monitoring"
+    serving_processes: Annotated[list[Annotated[str, Field(min_length=3)]], Field(max_length=20)] = [
+        "mlops/chatbot/app.py",
+        "mlops.chatbot",
+        "mlflow models serve",
+    ]
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9108
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rule_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged = dict(value)
+        for name, field in AlertRules.model_fields.items():
+            if isinstance(value.get(name), dict):
+                merged[name] = {**field.default.model_dump(), **value[name]}
+        return merged
+
+    @field_validator("rules")
+    @classmethod
+    def _threshold_ranges(cls, value: AlertRules) -> AlertRules:
+        for name in ("memory_percent", "oos_rate", "drift_score"):
+            if getattr(value, name).threshold is None:
+                raise ValueError(f"rule '{name}': threshold is required (it has no legacy key to default to)")
+        for name in _FRACTION_RULES + _PERCENT_RULES:
+            threshold = getattr(value, name).threshold
+            upper = 1.0 if name in _FRACTION_RULES else 100.0
+            if threshold is not None and threshold > upper:
+                raise ValueError(f"rule '{name}': threshold must be between 0 and {upper:g}, got {threshold:g}")
+        return value
+
+    @property
+    def alert_rules(self) -> dict[str, AlertRule]:
+        """Every rule by name, with an unset threshold taken from its legacy key.
+
+        ``live_accuracy`` and ``canary_accuracy`` default to ``alert_threshold`` (so ``ALERT_THRESHOLD``
+        still works), ``p95_latency`` to ``max_response_time_s`` and ``cpu_percent`` to ``max_cpu_percent``.
+        """
+        legacy = {
+            "live_accuracy": self.alert_threshold,
+            "canary_accuracy": self.alert_threshold,
+            "p95_latency": self.max_response_time_s,
+            "cpu_percent": self.max_cpu_percent,
+        }
+        rules = {}
+        for name in AlertRules.model_fields:
+            rule = getattr(self.rules, name)
+            if rule.threshold is None:
+                rule = rule.model_copy(update={"threshold": legacy[name]})
+            rules[name] = rule
+        return rules
 
 
 class MonitoringFile(_Strict):
@@ -181,6 +274,10 @@ class Settings(_Strict):
     @property
     def models_dir(self) -> Path:
         return self.path(self.deployment.models_dir)
+
+    @property
+    def services_dir(self) -> Path:
+        return self.path(self.deployment.services_dir)
 
     @property
     def tracking_uri(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlops import services
 from mlops.config import Settings
 from mlops.deployment import status_lines
 
@@ -32,6 +33,8 @@ def status_report(settings: Settings) -> list[str]:
         for key, entry in results["models"].items():
             shown = ", ".join(f"{k}={v:.3f}" for k, v in entry["metrics"].items() if not k.endswith("_std"))
             lines.append(f"  {key:<16} v{entry.get('version')}: {shown}")
+    lines += ["", "== Services", *services.status_lines(settings)]
+    lines.append("start: python -m mlops.services start [--detach] · stop detached ones: python -m mlops.services stop")
     uri = settings.tracking_uri
     lines += ["", "== Tracking store", f"tracking URI: {uri}"]
     if uri.startswith("sqlite:///"):

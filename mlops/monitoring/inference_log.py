@@ -32,6 +32,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import OperationalError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +66,54 @@ feedback_table = Table(
     Column("ts", Float, nullable=False),
     Column("value", Integer, nullable=False),  # +1 thumbs up, -1 thumbs down
 )
+alerts_table = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False, index=True),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # open | resolved
+    # the rule's name while open, NULL once resolved: the database allows one open alert per rule,
+    # even when the dashboard and the background loop check at the same moment
+    Column("open_key", String(64), unique=True),
+    Column("ts", Float, nullable=False, index=True),  # when it opened
+    Column("resolved_at", Float),
+    Column("last_seen_at", Float, nullable=False),
+    Column("last_notified_at", Float, nullable=False),
+    Column("notifications", Integer, nullable=False),
+    Column("last_event", String(16), nullable=False),  # the last one sent: firing | reminder | resolved
+    Column("value", Float),
+    Column("threshold", Float, nullable=False),
+    Column("message", Text, nullable=False),
+)
+system_table = Table(
+    "system_health",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("host", String(255), nullable=False),
+    Column("cpu_percent", Float, nullable=False),
+    Column("memory_percent", Float, nullable=False),
+    Column("disk_percent", Float, nullable=False),
+    Column("serving_processes", Integer, nullable=False),
+    Column("serving_rss_mb", Float, nullable=False),
+    Column("serving_cpu_percent", Float, nullable=False),
+    Column("processes", Text),  # JSON list of {pid, cmd, rss_mb, cpu_percent}
+)
+canary_table = Table(
+    "canary_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("accuracy", Float, nullable=False),
+    Column("oos_recall", Float),  # NULL when the golden set has no out_of_scope query
+    Column("hit_at_3", Float),  # NULL when there is no retrieval query
+    Column("n", Integer, nullable=False),
+    Column("n_retrieval", Integer, nullable=False),
+    Column("p95_latency_ms", Float, nullable=False),
+    Column("versions", Text),
+    Column("deployed_at", String(64)),
+)
 
 
 def database_url(location: str | Path) -> str:
@@ -88,7 +137,10 @@ def make_engine(location: str | Path):
     engine = create_engine(url, future=True)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
+    try:
+        metadata.create_all(engine)
+    except OperationalError:  # another process created the tables between the check and the CREATE
+        metadata.create_all(engine)
     return engine
 
 
@@ -220,5 +272,15 @@ def read_log(
             query = query.limit(limit)
         with engine.connect() as connection:
             return pd.read_sql(query, connection)
+    finally:
+        engine.dispose()
+
+
+def insert_rows(location: str | Path, table: Table, rows: list[dict]) -> None:
+    """Write ``rows`` into ``table`` of the log database in one transaction (monitoring's own tables)."""
+    engine = make_engine(location)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(table), rows)
     finally:
         engine.dispose()

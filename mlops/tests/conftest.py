@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,8 @@ def write_settings(root: Path, overrides: dict | None = None, data_dir: Path | N
                                           "artifact_location": str(root / "mlruns" / "artifacts")}},
         "training_config.yaml": {"training": {"data_dir": str(data_dir or DATA_DIR),
                                               "results_dir": str(root / "results")}},
-        "deployment_config.yaml": {"deployment": {"models_dir": str(root / "models")}},
+        "deployment_config.yaml": {"deployment": {"models_dir": str(root / "models"),
+                                                  "services_dir": str(root / "services")}},
         "monitoring_config.yaml": {"monitoring": {"inference_log": str(root / "inference_log.db")}},
     }  # fmt: skip
     for name in base:
@@ -40,6 +42,16 @@ def write_settings(root: Path, overrides: dict | None = None, data_dir: Path | N
         merge(data, (overrides or {}).get(name, {}))
         (config_dir / name).write_text(yaml.safe_dump(data))
     return load_settings(config_dir, env={}, root=root)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a launcher run by a test: its config folder, and no MLflow variables.
+
+    ``mlflow.set_tracking_uri`` in the test process exports ``MLFLOW_TRACKING_URI``, which a child
+    would take as the user's override of the configured store.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    return {**env, "MLOPS_CONFIG_DIR": str(settings.root / "configs")}
 
 
 def merge(target: dict, extra: dict) -> None:

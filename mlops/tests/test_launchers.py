@@ -12,6 +12,7 @@ from mlops.config import PROJ_ROOT
 from mlops.deployment import deploy
 from mlops.training import run_training
 
+from .conftest import cli_env
 from .test_deployment import settings_for
 
 
@@ -24,9 +25,8 @@ def deployed(tmp_path_factory, tiny_data_dir):
 
 
 def run(script: str, settings, stdin: str = "", *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLOPS_CONFIG_DIR": str(settings.root / "configs")}
     return subprocess.run(
-        [sys.executable, str(PROJ_ROOT / script), *args], input=stdin, env=env, capture_output=True, text=True,
+        [sys.executable, str(PROJ_ROOT / script), *args], input=stdin, env=cli_env(settings), capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
 
