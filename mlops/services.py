@@ -1,4 +1,5 @@
-"""Start, health-check and stop the services the launchers run: dashboard, MLflow UI, chat UI.
+"""Start, health-check and stop the services the launchers run: dashboard, MLflow UI, chat UI, and
+the monitor (the alert-check loop, ``python -m mlops.monitoring check --loop``).
 
     python -m mlops.services start [NAME ...] [--detach]    # foreground: Ctrl+C stops them
     python -m mlops.services stop [NAME ...]                # stop services left running detached
@@ -46,18 +47,18 @@ class ServiceSpec:
     name: str
     title: str
     host: str
-    port: int
+    port: int | None  # None: a background worker, healthy while its process runs
     command: tuple[str, ...]
     health_path: str
     config_hint: str  # where its port is configured, for the port-in-use message
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self.port}" if self.port else ""
 
     @property
     def health_url(self) -> str:
-        return self.url + self.health_path
+        return self.url + self.health_path if self.port else ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _streamlit(script: str, host: str, port: int, python: str) -> tuple[str, ...
 
 
 def service_specs(settings: Settings, python: str = sys.executable) -> dict[str, ServiceSpec]:
-    """The three services of the toolkit, in start order, keyed by name."""
+    """The services of the toolkit, in start order, keyed by name."""
     monitoring, mlflow_settings, deployment = settings.monitoring, settings.mlflow, settings.deployment
     specs = [
         ServiceSpec(
@@ -102,6 +103,10 @@ def service_specs(settings: Settings, python: str = sys.executable) -> dict[str,
             "chatbot", "Chatbot UI", deployment.chatbot_host, deployment.chatbot_port,
             _streamlit("mlops/chatbot/app.py", deployment.chatbot_host, deployment.chatbot_port, python),
             "/_stcore/health", "deployment.chatbot_port in deployment_config.yaml",
+        ),
+        ServiceSpec(
+            "monitor", "Alert monitor", "", None,
+            (python, "-m", "mlops.monitoring", "check", "--loop"), "", "",
         ),
     ]  # fmt: skip
     return {spec.name: spec for spec in specs}
@@ -184,7 +189,9 @@ def port_holder(host: str, port: int) -> str | None:
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
-    """True when ``url`` answers HTTP 200."""
+    """True when ``url`` answers HTTP 200 (a worker without a URL counts as healthy while it runs)."""
+    if not url:
+        return True
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
             return reply.status == 200
@@ -221,7 +228,7 @@ def start(
         if healthy(existing.health_url):
             return existing, False
         stop_state(settings, existing)
-    holder = port_holder(spec.host, spec.port)
+    holder = port_holder(spec.host, spec.port) if spec.port else None
     if holder:
         raise ServiceError(
             f"{spec.title}: port {spec.port} on {spec.host} is in use by {holder}; "
@@ -245,7 +252,9 @@ def start(
     )  # fmt: skip
     _write_state(settings, state)
     deadline = time.monotonic() + timeout
-    while not healthy(spec.health_url):
+    if not spec.port:  # a worker: up if it survives its start-up (imports, config, database)
+        time.sleep(2.0)
+    while not healthy(spec.health_url) or process.poll() is not None:
         if process.poll() is not None:
             _state_path(settings, spec.name).unlink(missing_ok=True)
             raise ServiceError(
@@ -314,7 +323,7 @@ def start_all(
         f"{spec.title}: port {spec.port} on {spec.host} is in use by {holder}; "
         f"stop it or choose another port ({spec.config_hint})"
         for spec in specs
-        if read_state(settings, spec.name) is None and (holder := port_holder(spec.host, spec.port))
+        if spec.port and read_state(settings, spec.name) is None and (holder := port_holder(spec.host, spec.port))
     ]
     if holders:  # report every busy port before starting anything
         raise ServiceError("\n".join(holders))
@@ -364,7 +373,8 @@ def status_lines(settings: Settings) -> list[str]:
     lines = []
     for row in status(settings):
         pid = f"pid {row['pid']}" if row["pid"] else ""
-        lines.append(f"{row['title']:<22} {row['state']:<10} {row['url']:<24} {pid}".rstrip())
+        where = row["url"] or f"checks alerts every {settings.monitoring.interval_seconds}s"
+        lines.append(f"{row['title']:<22} {row['state']:<10} {where:<24} {pid}".rstrip())
     return lines
 
 
@@ -403,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("start", "stop", "status"))
-    parser.add_argument("names", nargs="*", help="dashboard, mlflow_ui, chatbot (default: all)")
+    parser.add_argument("names", nargs="*", help="dashboard, mlflow_ui, chatbot, monitor (default: all)")
     parser.add_argument("--detach", action="store_true", help="leave the services running and return")
     args = parser.parse_args(argv)
     with exit_codes():
@@ -418,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
             started = start_all(settings, args.names, progress=lambda message: print(f"→ {message} ...", flush=True))
             for state, was_started in started:
                 note = "" if was_started else " (was already running)"
-                print(f"  {state.title:<22} {state.url}  pid {state.pid}{note}", flush=True)
+                print(f"  {state.title:<22} {state.url or 'background'}  pid {state.pid}{note}", flush=True)
             if args.detach:
                 print("Running detached; stop them with: python -m mlops.services stop", flush=True)
             else:

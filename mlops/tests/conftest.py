@@ -34,7 +34,9 @@ def write_settings(root: Path, overrides: dict | None = None, data_dir: Path | N
                                               "results_dir": str(root / "results")}},
         "deployment_config.yaml": {"deployment": {"models_dir": str(root / "models"),
                                                   "services_dir": str(root / "services")}},
-        "monitoring_config.yaml": {"monitoring": {"inference_log": str(root / "inference_log.db")}},
+        "monitoring_config.yaml": {"monitoring": {"inference_log": str(root / "inference_log.db"),
+                                                  "alert_log": str(root / "alerts.log"),
+                                                  "drift_reference_dir": str(root / "monitoring")}},
     }  # fmt: skip
     for name in base:
         data = yaml.safe_load((CONFIG_DIR / name).read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -26,8 +25,8 @@ def deployed(tmp_path_factory, tiny_data_dir):
 
 def run(script: str, settings, stdin: str = "", *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(PROJ_ROOT / script), *args], input=stdin, env=cli_env(settings), capture_output=True, text=True,
-        timeout=300,
+        [sys.executable, str(PROJ_ROOT / script), *args], input=stdin, env=cli_env(settings), capture_output=True,
+        text=True, timeout=300,
     )  # fmt: skip
 
 
@@ -71,3 +70,25 @@ def test_a_refused_deployment_exits_3_and_names_the_gate(tmp_path, tiny_data_dir
     assert "refused: llm_model v1: accuracy" in out.stderr and "is below the gate 0.999" in out.stderr
     assert "nothing deployed changed" in out.stderr
     assert not (settings.models_dir / "manifest.json").exists()
+
+
+def test_menu_at_a_terminal_reprompts_and_ends_at_ctrl_d(deployed):
+    import pexpect
+
+    menu = pexpect.spawn(
+        sys.executable, [str(PROJ_ROOT / "run_mlops.py")], env=cli_env(deployed), encoding="utf-8", timeout=120
+    )
+    try:
+        menu.expect_exact("Choose 1-6: ")
+        menu.sendline("seven")
+        menu.expect_exact("'seven' is not a choice: type a number from 1 to 6")
+        menu.expect_exact("Choose 1-6: ")
+        menu.sendline("5")
+        menu.expect_exact("== Services")
+        menu.expect_exact("== System health")
+        menu.expect_exact("Choose 1-6: ")
+        menu.sendeof()
+        menu.expect(pexpect.EOF)
+    finally:
+        menu.close()
+    assert menu.exitstatus == 0

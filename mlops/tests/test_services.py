@@ -134,9 +134,10 @@ def test_full_pipeline_launches_every_service_and_ctrl_c_stops_them(tmp_path, ti
                 break
         output = "".join(lines)
         assert "Press Ctrl+C" in output, output
-        states = [services.read_state(settings, name) for name in ("dashboard", "mlflow_ui", "chatbot")]
+        states = [services.read_state(settings, name) for name in ("dashboard", "mlflow_ui", "chatbot", "monitor")]
         assert all(states), output
-        for state in states:
+        assert "Alert monitor          running    checks alerts every" in output
+        for state in states[:3]:
             assert f"{state.url}" in output  # the status report names every service's URL
             with urllib.request.urlopen(state.health_url, timeout=5) as reply:
                 assert reply.status == 200
@@ -212,3 +213,21 @@ def test_mlflow_ui_shows_the_experiment_runs_and_registered_models_with_aliases(
     finally:
         services.stop_all(deployed, ["mlflow_ui"])
     assert services.read_state(deployed, "mlflow_ui") is None
+
+
+def test_menu_option_4_launches_the_dashboard_detached_and_stop_ends_it(deployed):
+    env = cli_env(deployed)
+    out = subprocess.run([sys.executable, str(PROJ_ROOT / "run_mlops.py")], input="4\n5\n6\n", env=env,
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    state = services.read_state(deployed, "dashboard")
+    try:
+        assert out.returncode == 0, out.stderr
+        assert state is not None, out.stdout
+        assert f"Monitoring dashboard started: {state.url}" in out.stdout
+        assert f"Monitoring dashboard   running    {state.url}" in out.stdout  # option 5 sees it
+        family = process_tree(state.pid)
+    finally:
+        stopped = subprocess.run([sys.executable, "-m", "mlops.services", "stop", "dashboard"], env=env,
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "stopped: Monitoring dashboard" in stopped.stdout
+    assert_all_gone(family)
