@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup run test lint train bench clean
+.PHONY: help setup run stop simulate test lint train bench clean
 
 help:            ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,8 +16,12 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies
-run: $(STAMP)    ## the full pipeline: checks, train, evaluate, deploy through the gates, status
+run: $(STAMP)    ## the full pipeline, then dashboard :8502, MLflow UI :5000, chat UI :8501 (Ctrl+C stops them)
 	$(PY) mlops_pipeline.py $(ARGS)
+stop: $(STAMP)   ## stop services left running by `make run ARGS=--detach`
+	$(PY) mlops_pipeline.py --stop
+simulate: $(STAMP)  ## a minute of realistic traffic through the deployed bot (ARGS=--drift to shift it)
+	$(PY) -m mlops.monitoring.simulate --qps 20 --duration 60 $(ARGS)
 test: $(STAMP)   ## the whole test suite
 	$(PY) -m pytest $(ARGS)
 lint: $(STAMP)   ## ruff (print statements only in CLIs: rule T201)

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(status_lines(settings.models_dir, history_rows=5)))
         print("\nServices:")
         print("\n".join(f"  {line}" for line in services.status_lines(settings)))
+        print(f"  runs and registered models: {services.mlflow_runs_url(settings, result.experiment_id)}")
         print('\nAsk it:      .venv/bin/python -m mlops.chatbot "Where can I see leopards in Sri Lanka?"')
         if args.no_launch:
             print("Services not started (--no-launch); start them with: .venv/bin/python -m mlops.services start")

@@ -62,11 +62,11 @@ def check_dependencies(pins: dict[str, str] | None = None) -> dict[str, str]:
     return installed
 
 
-def check_tracking_store(settings: Settings) -> str:
+def check_tracking_store(settings: Settings):
     """Make sure the configured MLflow store is reachable and writable (migrating a legacy one).
 
     Returns:
-        The tracking URI in use.
+        The store in use (``tracking_uri``, ``experiment_id``...).
     """
     import mlflow
 
@@ -75,7 +75,7 @@ def check_tracking_store(settings: Settings) -> str:
     store = configure_tracking(settings)
     client = mlflow.MlflowClient()
     client.set_experiment_tag(store.experiment_id, "last_store_check", "ok")  # proves we can write
-    return store.tracking_uri
+    return store
 
 
 @dataclass
@@ -84,6 +84,7 @@ class PipelineResult:
     training: dict | None = None
     data: Datasets | None = None
     deployment: object | None = None
+    experiment_id: str = ""
 
 
 def run_pipeline(
@@ -102,7 +103,8 @@ def run_pipeline(
     progress("Checking dependencies")
     result.steps["dependencies"] = f"{len(check_dependencies())} pinned packages OK"
     progress("Checking the MLflow tracking store")
-    result.steps["tracking_store"] = check_tracking_store(settings)
+    store = check_tracking_store(settings)
+    result.steps["tracking_store"], result.experiment_id = store.tracking_uri, store.experiment_id
     progress("Validating data")
     result.data = load_datasets(settings.data_dir)
     result.steps["data"] = f"fingerprint {result.data.fingerprint[:12]}"

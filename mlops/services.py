@@ -331,7 +331,7 @@ def start_all(
     try:
         for spec in specs:
             if progress:
-                progress(f"Starting {spec.title} on {spec.url}")
+                progress(f"Starting {spec.title}" + (f" on {spec.url}" if spec.url else ""))
             started.append(start(settings, spec, timeout=timeout))
     except BaseException:
         stop_started(settings, started)
@@ -367,6 +367,12 @@ def status(settings: Settings) -> list[dict]:
             running = "running" if healthy(state.health_url, timeout=1.0) else "unhealthy"
             rows.append({"name": spec.name, "title": spec.title, "url": state.url, "state": running, "pid": state.pid})
     return rows
+
+
+def mlflow_runs_url(settings: Settings, experiment_id: str) -> str:
+    """Where the MLflow UI lists the experiment's runs (MLflow 3 opens on its GenAI view otherwise)."""
+    spec = service_specs(settings)["mlflow_ui"]
+    return f"{spec.url}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def status_lines(settings: Settings) -> list[str]:

@@ -228,11 +228,16 @@ def main(argv: list[str] | None = None) -> None:
     with exit_codes():
         settings = load_settings()
 
-        def show(summary: SimulationSummary) -> None:
-            print(f"\r{summary.line()}", end="", file=sys.stderr, flush=True)
+        at_terminal = sys.stderr.isatty()
+
+        def show(summary: SimulationSummary) -> None:  # one line redrawn at a terminal, a line every 10 s in a log
+            if at_terminal:
+                print(f"\r{summary.line()}", end="", file=sys.stderr, flush=True)
+            elif int(summary.seconds) % 10 == 0:
+                print(summary.line(), file=sys.stderr, flush=True)
 
         summary = run(settings, args.qps, args.duration, args.drift, args.feedback_rate, args.seed, show)
-        print(f"\r{summary.line()}", file=sys.stderr)
+        print(f"\r{summary.line()}" if at_terminal else summary.line(), file=sys.stderr)
         where = make_url(settings.inference_log_url).render_as_string(hide_password=True)
         print(f"wrote {summary.sent} queries and {summary.feedback} votes to {where}")
         if summary.interrupted:
