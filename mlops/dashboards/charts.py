@@ -166,14 +166,24 @@ def deployment_timeline(frame: pd.DataFrame) -> alt.Chart:
     )
 
 
-def alert_timeline(frame: pd.DataFrame) -> alt.Chart:
-    """Alert intervals per rule (``opened_at`` to ``resolved_at`` or now), coloured by severity."""
-    frame = frame.assign(until=frame["resolved_at"].fillna(pd.Timestamp.now(tz="UTC")))
+def alert_timeline(frame: pd.DataFrame, since: float | None = None) -> alt.Chart:
+    """Alert intervals per rule (``opened_at`` to ``resolved_at`` or now), coloured by severity.
+
+    The time axis spans the selected window (from ``since``, epoch seconds) up to now, so an alert's
+    bar shows when in the window it was open.
+    """
+    now = pd.Timestamp.now(tz="UTC")
+    frame = frame.assign(until=frame["resolved_at"].fillna(now))
+    start = pd.Timestamp(since, unit="s", tz="UTC") if since is not None else frame["opened_at"].min()
+    frame = frame.assign(opened_at=frame["opened_at"].clip(lower=start))  # alerts opened before the window
+    domain = [start.isoformat(), now.isoformat()]
     return (
         alt.Chart(frame, title="Alerts", height=alt.Step(28))
         .mark_bar(height=14, cornerRadius=3)
         .encode(
-            x=alt.X("opened_at:T", title=None, axis=alt.Axis(labelAngle=0)),
+            x=alt.X(
+                "opened_at:T", title=None, scale=alt.Scale(domain=domain), axis=alt.Axis(labelAngle=0, format="%H:%M")
+            ),
             x2="until:T",
             y=alt.Y("rule:N", title=None),
             color=alt.Color(

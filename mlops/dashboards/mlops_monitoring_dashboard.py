@@ -458,7 +458,7 @@ def alerts_section(settings: Settings, window: Window) -> None:
         return
     table = alert_table(pd.concat([open_now, recent], ignore_index=True))
     if len(table) > 1:
-        st.altair_chart(charts.alert_timeline(table), width="stretch")
+        st.altair_chart(charts.alert_timeline(table, since), width="stretch")
     st.dataframe(table, hide_index=True, width="stretch")  # messages quote values only, still shown as data
 
 
