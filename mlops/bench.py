@@ -2,8 +2,10 @@
 
 In a fresh temporary store, N times: trains all four models with MLflow logging, then deploys them
 through the gates. Then, in a clean subprocess that imports only the serving code: load time, query
-latency with the inference log on, throughput and RSS. Writes ``docs/BENCHMARKS.md`` with the
-command, machine and date of every figure.
+latency with the inference log on, throughput and RSS. Then the intent and few-shot models on
+CLINC150 (:mod:`mlops.benchmarks.clinc150`; skipped with a note when the data is absent). Writes
+``docs/BENCHMARKS.md`` with the command, machine and date of every figure, keeping its hand-written
+"Attempts" section (between the ``ATTEMPTS_START`` and ``ATTEMPTS_END`` markers) as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mlops.config import CONFIG_DIR, PROJ_ROOT, load_settings
 from mlops.training import HEADLINE_METRICS, run_training
 
 DOCS = PROJ_ROOT / "docs" / "BENCHMARKS.md"
+ATTEMPTS_START, ATTEMPTS_END = "<!-- attempts:start -->", "<!-- attempts:end -->"
 
 
 def machine() -> str:
@@ -87,6 +90,72 @@ def run_probe(models_dir: Path, log_path: Path, n: int = 2000) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def bench_clinc(settings_names: list[str], few_shot: bool = True) -> tuple[list[dict], float, str]:
+    """The CLINC150 benchmark: its rows and seconds, or no rows and the reason it was skipped."""
+    from mlops.benchmarks import clinc150
+    from mlops.config import load_settings
+
+    data_dir = clinc150.resolve_data_dir()
+    if not (data_dir / clinc150.FILES["full"]).is_file():
+        return [], 0.0, clinc150.missing_message(data_dir)
+    tic = time.perf_counter()
+    rows = clinc150.run_benchmark(data_dir, load_settings(), settings_names, few_shot)
+    return rows, time.perf_counter() - tic, ""
+
+
+def render_clinc(rows: list[dict], seconds: float, skipped: str, command: str) -> str:
+    from mlops.benchmarks import clinc150
+
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["## Intent model on CLINC150", ""]
+    if skipped:
+        return "\n".join([*lines, skipped, ""])
+    full = {row["method"]: row for row in rows if row["setting"] == "full" and row["method"] in clinc150.METHODS}
+    lines += [
+        f"Measured {when} on {machine()} with `{command}` ({seconds:.0f} s in all).",
+        "",
+        "The intent model is built by the same code with the same `llm_model` settings as the deployed one;",
+        "trained on CLINC150's train",
+        "split (plus `oos_train` for oos-train), its out-of-scope threshold tuned on val only, scored once on",
+        "test. In-scope accuracy over the 150 intents and out-of-scope recall on the 1,000 `oos_test`",
+        "queries, in %. Training time covers fit + threshold tuning (Full / Small); serving size is the",
+        "pickled numpy twin that would be deployed. Paper rows: Larson et al., EMNLP 2019, Table 2.",
+        "",
+        clinc150.render_table(rows),
+    ]
+    if "oos-train" in full:
+        row = full["oos-train"]
+        met = row["in_scope_accuracy"] >= 0.95 and row["oos_recall"] >= 0.55 and row["train_s"] <= 120
+        lines += [
+            f"Target on Full (oos-train): in-scope accuracy ≥ 95.0, OOS recall ≥ 55.0, training ≤ 120 s — "
+            f"measured {100 * row['in_scope_accuracy']:.1f} / {100 * row['oos_recall']:.1f} / "
+            f"{row['train_s']:.0f} s: {'met' if met else 'not met'}.",
+            "",
+        ]
+    few = clinc150.render_few_shot(rows)
+    if few:
+        lines += [
+            "Few-shot model on Full: an embedding model trained from scratch by the project's embedding trainer",
+            "on 16 labelled examples per intent (the tokenizer and character TF-IDF see the whole train split",
+            "unlabelled), prototypes from k examples per intent (mean of the config's draws), in-scope test",
+            "accuracy over the 150 intents (no out-of-scope):",
+            "",
+            few,
+        ]
+    return "\n".join(lines)
+
+
+def kept_attempts(path: Path) -> str:
+    """The hand-maintained Attempts section of the existing file, markers included ("" when none)."""
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(ATTEMPTS_START), text.find(ATTEMPTS_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start : end + len(ATTEMPTS_END)] + "\n"
+
+
 def render(times, deploy_times, warm_times, results: dict, serving: dict, command: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -145,12 +214,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="training runs to time (default 3)")
     parser.add_argument("--output", type=Path, default=DOCS, help="markdown file to write")
+    parser.add_argument("--clinc-settings", nargs="*", default=["full", "small"], help="CLINC150 settings ('' skips)")
     args = parser.parse_args(argv)
     with exit_codes():
         setup_logging("WARNING")
         times, deploy_times, warm_times, results, serving = bench_training(args.repeat)
         command = f"python -m mlops.bench --repeat {args.repeat}"
         text = render(times, deploy_times, warm_times, results, serving, command)
+        names = [name for name in args.clinc_settings if name]
+        if names:
+            rows, seconds, skipped = bench_clinc(names)
+            clinc_command = f"python -m mlops.benchmarks.clinc150 --settings {' '.join(names)}"
+            text += "\n" + render_clinc(rows, seconds, skipped, clinc_command)
+        attempts = kept_attempts(args.output)
+        if attempts:
+            text += "\n" + attempts
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text, encoding="utf-8")
         print(text)

@@ -1,0 +1,1 @@
+"""External benchmarks: the project's trainers measured on public data that never enters ``data/``."""
