@@ -44,7 +44,15 @@ class MlflowSettings(_Strict):
     @field_validator("tracking_uri")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        allowed = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+psycopg2://", "mysql://")
+        allowed = (
+            "sqlite:///",
+            "http://",
+            "https://",
+            "postgresql://",
+            "postgresql+psycopg://",
+            "postgresql+psycopg2://",
+            "mysql://",
+        )
         if not value.startswith(allowed):
             raise ValueError(f"must start with one of {', '.join(allowed)}")
         return value
@@ -183,6 +191,8 @@ class MonitoringSettings(_Strict):
     max_response_time_s: Annotated[float, Field(gt=0.0)] = 2.0
     max_cpu_percent: Annotated[float, Field(gt=0.0, le=100.0)] = 80.0
     inference_log: str = "./mlruns/inference_log.db"
+    retention_days: Annotated[int, Field(ge=1, le=3650)] | None = 30
+    max_rows: Annotated[int, Field(ge=1000, le=1_000_000_000)] | None = 1_000_000
     rules: AlertRules = AlertRules()
     alert_log: str = "./mlruns/alerts.log"
     webhook_url_env: _EnvName = "MLOPS_ALERT_WEBHOOK_URL"
@@ -302,6 +312,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("training_config.yaml", "training.log_level"),
     "MONITORING_INTERVAL": ("monitoring_config.yaml", "monitoring.interval_seconds"),
     "ALERT_THRESHOLD": ("monitoring_config.yaml", "monitoring.alert_threshold"),
+    "MLOPS_INFERENCE_LOG": ("monitoring_config.yaml", "monitoring.inference_log"),
 }
 
 _FILES: dict[str, type[_Strict]] = {
@@ -323,11 +334,30 @@ def anchor_sqlite_uri(uri: str, root: Path) -> str:
     return prefix + str((root / db_path).resolve())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key '{key}' appears twice (lines {seen[key]} and {line}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: configuration file not found (expected one of {', '.join(_FILES)})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     except UnicodeDecodeError as exc:

@@ -6,6 +6,7 @@ row, the header not counted) and the column, so a user can open the CSV and fix 
 
 from __future__ import annotations
 
+import difflib
 import io
 import logging
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ BUDGET_LEVELS = ("budget", "mid-range", "luxury")
 INTENT_SPLITS = ("train", "val", "test")
 RETRIEVAL_SPLITS = ("dev", "test")
 MAX_FILE_BYTES = 50 * 1024 * 1024  # far above our data; refuses a runaway file before parsing it
+MAX_ROWS = 100_000  # ~30x the largest file; a runaway export is refused before pandas parses it
+# what spreadsheets and pandas write for a missing value; never a real name, text or id in our data
+MISSING_TOKENS = frozenset({"nan", "null", "none", "n/a", "#n/a", "<na>", "nat"})
 
 FILES = {
     "destinations": "enhanced_travel_destinations.csv",
@@ -117,6 +121,9 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
     if size > MAX_FILE_BYTES:
         raise DataValidationError(path, f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes")
     raw = path.read_bytes()
+    lines = raw.count(b"\n")  # before decoding: a runaway file costs one copy of itself, not three
+    if lines > MAX_ROWS:
+        raise DataValidationError(path, f"file has about {lines:,} lines; the limit is {MAX_ROWS:,} rows per file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -124,7 +131,7 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
         raise DataValidationError(
             path, f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at line {line} (save the file as UTF-8)"
         ) from None
-    if not text.strip():
+    if not text or text.isspace():
         raise DataValidationError(path, "file is empty; expected a header row with columns " + ", ".join(required))
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=False)
@@ -133,8 +140,17 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
     frame.columns = [str(col).strip() for col in frame.columns]
     missing = [col for col in required if col not in frame.columns]
     if missing:
+        unknown = [col for col in frame.columns if col not in required and col not in optional]
+        hints = [
+            f"'{found[0]}' looks like a renamed '{col}'"
+            for col in missing
+            if (found := difflib.get_close_matches(col, unknown, n=1, cutoff=0.6))
+        ]
         raise DataValidationError(
-            path, f"missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}", column=missing[0]
+            path,
+            f"missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
+            + (f" ({'; '.join(hints)})" if hints else ""),
+            column=missing[0],
         )
     if frame.empty:
         raise DataValidationError(path, "header only: the file has no data rows")
@@ -144,6 +160,14 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
         blank = frame.index[frame[col] == ""]
         if len(blank):
             raise DataValidationError(path, "empty value in a required column", row=int(blank[0]) + 1, column=col)
+        marked = frame.index[frame[col].str.lower().isin(MISSING_TOKENS)]
+        if len(marked):
+            raise DataValidationError(
+                path,
+                f"'{frame.at[marked[0], col]}' marks a missing value in a required column",
+                row=int(marked[0]) + 1,
+                column=col,
+            )
     return frame
 
 

@@ -102,11 +102,16 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON to a temp file in the same folder, fsync it, rename it over ``path``, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False)
+    try:
+        with handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:  # a full disk, an interrupt: leave no half-written temp file behind
+        Path(handle.name).unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -286,12 +291,16 @@ def _write_release(models_dir: Path, candidates: dict[str, Candidate]) -> str:
     release = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = models_dir / RELEASES / f".staging-{release}"
     staging.mkdir(parents=True)
-    for key, candidate in candidates.items():
-        with open(staging / f"{key}.pkl", "wb") as handle:
-            handle.write(candidate.payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-    _fsync_dir(staging)
+    try:
+        for key, candidate in candidates.items():
+            with open(staging / f"{key}.pkl", "wb") as handle:
+                handle.write(candidate.payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+        _fsync_dir(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     os.rename(staging, models_dir / RELEASES / release)
     _fsync_dir(models_dir / RELEASES)
     return release
@@ -380,6 +389,19 @@ def register_chatbot(models_dir: Path, manifest: dict) -> str:
     return str(info.registered_model_version)
 
 
+def _finish_promotion(models_dir: Path, live: dict) -> None:
+    """Complete a promotion that was interrupted after its manifest went live (registry and aliases).
+
+    The manifest swap is the commit point; registering ``travel_chatbot`` and moving the aliases come
+    after it, so a crash there leaves the registry behind the manifest until this runs again.
+    """
+    if not live.get("travel_chatbot_version"):
+        logger.warning("release %s went live without its registry update; finishing it now", live.get("release"))
+        live["travel_chatbot_version"] = register_chatbot(models_dir, live)
+        write_json_atomic(models_dir / MANIFEST, live)
+    set_aliases(live)
+
+
 def deploy(
     settings: Settings,
     *,
@@ -422,6 +444,7 @@ def deploy(
         candidates = fetch_candidates(keys, versions)
         if live and not force and _versions(live) == {key: c.version for key, c in candidates.items()}:
             reason = "the registered versions are already deployed"
+            _finish_promotion(models_dir, live)
             append_history(models_dir, _history_record("deploy", "unchanged", live, reason))
             return DeployReport("unchanged", live, candidates, reason=reason, seconds=time.perf_counter() - tic)
         failures: list[str] = []
@@ -452,9 +475,17 @@ def deploy(
                 "dry_run", proposed, candidates, champion_metrics, "all gates passed", time.perf_counter() - tic
             )
         say("Promoting: writing the release and the manifest")
-        release = _write_release(models_dir, candidates)
-        manifest = _release_manifest(candidates, release, live)
-        write_json_atomic(models_dir / MANIFEST, manifest)
+        try:
+            release = _write_release(models_dir, candidates)
+            manifest = _release_manifest(candidates, release, live)
+            write_json_atomic(models_dir / MANIFEST, manifest)
+        except OSError as exc:  # typically a full disk: nothing live changed, say so
+            prune_releases(models_dir, live)
+            raise OSError(
+                exc.errno,
+                f"deployment aborted while writing to {models_dir} ({exc.strerror or exc}); "
+                "the live deployment is unchanged",
+            ) from exc
         reason = "forced past the champion comparison" if force else "passed all gates"
         append_history(models_dir, _history_record("deploy", "deployed", manifest, reason))
         say("Registering travel_chatbot and moving the aliases")

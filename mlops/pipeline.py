@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlops.config import PROJ_ROOT, Settings
 from mlops.data import Datasets, load_datasets
+from mlops.team import describe_profile, hide_password
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,22 @@ def check_dependencies(pins: dict[str, str] | None = None) -> dict[str, str]:
 def check_tracking_store(settings: Settings):
     """Make sure the configured MLflow store is reachable and writable (migrating a legacy one).
 
+    In the team profile the shared services are checked first, in seconds and with a clear error,
+    before MLflow's own client would retry an unreachable server for minutes.
+
     Returns:
         The store in use (``tracking_uri``, ``experiment_id``...).
+
+    Raises:
+        RemoteServiceError: A shared service of the team profile is down or not writable.
     """
     import mlflow
 
+    from mlops.team import check_remote_services
     from mlops.tracking import configure_tracking
 
+    for line in check_remote_services(settings):
+        logger.info("%s", line)
     store = configure_tracking(settings)
     client = mlflow.MlflowClient()
     client.set_experiment_tag(store.experiment_id, "last_store_check", "ok")  # proves we can write
@@ -104,7 +114,8 @@ def run_pipeline(
     result.steps["dependencies"] = f"{len(check_dependencies())} pinned packages OK"
     progress("Checking the MLflow tracking store")
     store = check_tracking_store(settings)
-    result.steps["tracking_store"], result.experiment_id = store.tracking_uri, store.experiment_id
+    result.steps["profile"] = describe_profile(settings)
+    result.steps["tracking_store"], result.experiment_id = hide_password(store.tracking_uri), store.experiment_id
     progress("Validating data")
     result.data = load_datasets(settings.data_dir)
     result.steps["data"] = f"fingerprint {result.data.fingerprint[:12]}"

@@ -84,8 +84,17 @@ def _streamlit(script: str, host: str, port: int, python: str) -> tuple[str, ...
     )  # fmt: skip
 
 
+def tracking_server(settings: Settings) -> str | None:
+    """The MLflow tracking server's URL when the store is one (team profile): it serves the UI itself."""
+    uri = settings.tracking_uri
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
 def service_specs(settings: Settings, python: str = sys.executable) -> dict[str, ServiceSpec]:
-    """The services of the toolkit, in start order, keyed by name."""
+    """The services of the toolkit, in start order, keyed by name.
+
+    With a tracking server (team profile) there is no local MLflow UI: the server is the UI.
+    """
     monitoring, mlflow_settings, deployment = settings.monitoring, settings.mlflow, settings.deployment
     specs = [
         ServiceSpec(
@@ -109,6 +118,8 @@ def service_specs(settings: Settings, python: str = sys.executable) -> dict[str,
             (python, "-m", "mlops.monitoring", "check", "--loop"), "", "",
         ),
     ]  # fmt: skip
+    if tracking_server(settings):
+        specs = [spec for spec in specs if spec.name != "mlflow_ui"]
     return {spec.name: spec for spec in specs}
 
 
@@ -116,6 +127,10 @@ def select(settings: Settings, names: Iterable[str] | None) -> list[ServiceSpec]
     """The specs named (all of them for None), with a clear error for an unknown name."""
     specs = service_specs(settings)
     names = list(names or specs)
+    if "mlflow_ui" in names and "mlflow_ui" not in specs:
+        raise ValueError(
+            f"no local MLflow UI in the team profile: the tracking server {tracking_server(settings)} is the UI"
+        )
     unknown = [name for name in names if name not in specs]
     if unknown:
         raise ValueError(f"unknown service {', '.join(unknown)}; choose from {', '.join(specs)}")
@@ -371,8 +386,8 @@ def status(settings: Settings) -> list[dict]:
 
 def mlflow_runs_url(settings: Settings, experiment_id: str) -> str:
     """Where the MLflow UI lists the experiment's runs (MLflow 3 opens on its GenAI view otherwise)."""
-    spec = service_specs(settings)["mlflow_ui"]
-    return f"{spec.url}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    base = tracking_server(settings) or service_specs(settings)["mlflow_ui"].url
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def status_lines(settings: Settings) -> list[str]:
@@ -381,6 +396,8 @@ def status_lines(settings: Settings) -> list[str]:
         pid = f"pid {row['pid']}" if row["pid"] else ""
         where = row["url"] or f"checks alerts every {settings.monitoring.interval_seconds}s"
         lines.append(f"{row['title']:<22} {row['state']:<10} {where:<24} {pid}".rstrip())
+    if server := tracking_server(settings):
+        lines.insert(1, f"{'MLflow UI':<22} {'server':<10} {server}  (the team's tracking server)")
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlops import services
+from mlops import services, team
 from mlops.config import Settings
 from mlops.deployment import status_lines
 
@@ -21,7 +21,7 @@ def last_training(results_dir: Path) -> dict | None:
 
 
 def status_report(settings: Settings) -> list[str]:
-    """Lines of the status view (no network, no training imports)."""
+    """Lines of the status view (no training imports; the network only to check the team profile's services)."""
     import psutil
 
     lines = ["== Deployment", *status_lines(settings.models_dir, history_rows=5), "", "== Last training"]
@@ -35,9 +35,10 @@ def status_report(settings: Settings) -> list[str]:
             lines.append(f"  {key:<16} v{entry.get('version')}: {shown}")
     lines += ["", "== Services", *services.status_lines(settings)]
     lines.append("start: python -m mlops.services start [--detach] · stop detached ones: python -m mlops.services stop")
+    lines += ["", "== Profile", *team.status_lines(settings)]
     uri = settings.tracking_uri
-    lines += ["", "== Tracking store", f"tracking URI: {uri}"]
-    if uri.startswith("sqlite:///"):
+    lines += ["", "== Tracking store", f"tracking URI: {team.hide_password(uri)}"]
+    if uri.startswith("sqlite:///"):  # a server or a database reports its own size
         store = Path(uri[len("sqlite:///") :]).parent
         lines.append(f"store folder {store}: {_folder_size(store) / 2**20:.1f} MB")
     disk = psutil.disk_usage(str(settings.root))

@@ -56,6 +56,22 @@ def migrate_legacy_store(mlruns: Path, target_uri: str) -> bool:
     return True
 
 
+def experiment_artifact_location(settings: Settings) -> str | None:
+    """Where a new experiment keeps its artifacts, or None to let the tracking server decide.
+
+    A configured URI (``s3://...``, ``mlflow-artifacts:/...``) is used as is. A folder is used for a
+    database store (SQLite, or PostgreSQL whose artifacts then go to a folder every host mounts). A
+    tracking server (``http(s)://``) decides itself (``--serve-artifacts --artifacts-destination``):
+    a folder of the client machine would be unreadable from every other host.
+    """
+    configured = settings.mlflow.artifact_location
+    if "://" in configured or configured.startswith("mlflow-artifacts:"):
+        return configured
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        return None
+    return settings.artifact_location
+
+
 @dataclass(frozen=True)
 class TrackingStore:
     tracking_uri: str
@@ -86,7 +102,7 @@ def configure_tracking(settings: Settings) -> TrackingStore:
         experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
         if experiment is None:
             experiment_id = mlflow.create_experiment(
-                settings.mlflow.experiment_name, artifact_location=settings.artifact_location
+                settings.mlflow.experiment_name, artifact_location=experiment_artifact_location(settings)
             )
         else:
             experiment_id = experiment.experiment_id

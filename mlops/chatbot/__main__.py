@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DeploymentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    log = None if args.no_log else InferenceLog(settings.inference_log_url, bot.versions)
+    log = None if args.no_log else InferenceLog.from_settings(settings, bot.versions)
     bot.on_response = log
     result = bot.process_query(" ".join(args.query))
     if log is not None:

@@ -21,7 +21,7 @@ EXAMPLES = ("Where can I see leopards in Sri Lanka?", "Best time to visit Kyoto?
 def resources() -> tuple[TravelChatbot, InferenceLog]:
     settings = load_settings()
     bot = TravelChatbot.load(settings.models_dir)
-    return bot, InferenceLog(settings.inference_log_url, bot.versions)
+    return bot, InferenceLog.from_settings(settings, bot.versions)
 
 
 def show_answer(turn: dict, log: InferenceLog) -> None:
@@ -58,8 +58,10 @@ def main() -> None:
             st.text(turn["query"])
         show_answer(turn, log)
     if query := st.chat_input("Ask about a destination, the best time to go, visas, budgets..."):
-        result = bot.process_query(query)
-        turns.append({"query": query, "result": result, "request_id": log.record({"query": query, **result})})
+        bot.refresh()  # a new deployment (or a rollback) is picked up here; a broken one is refused and logged
+        result, versions = bot.answer(query)
+        record = {"query": query, "versions": versions, **result}
+        turns.append({"query": query, "result": result, "request_id": log.record(record)})
         st.rerun()
 
 

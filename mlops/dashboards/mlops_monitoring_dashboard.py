@@ -27,6 +27,7 @@ import streamlit as st
 
 from mlops.config import ConfigError, Settings, load_settings
 from mlops.dashboards import charts, sources
+from mlops.team import hide_password
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def sidebar(settings: Settings) -> Window:
     st.sidebar.caption(chat)
     st.sidebar.link_button("MLflow UI", ui)
     st.sidebar.caption(ui)
-    st.sidebar.caption(f"Inference log: {settings.inference_log_url}")
+    st.sidebar.caption(f"Inference log: {hide_password(settings.inference_log_url)}")
     st.sidebar.caption(f"Models: {settings.models_dir}")
     return Window(label, *WINDOWS[label], every)
 

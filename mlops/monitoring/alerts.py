@@ -433,12 +433,20 @@ def evaluate(
 
 
 def collect(settings: Settings, now: float | None = None) -> None:
-    """Take a system-health sample and run the canary if it is due (a missing deployment skips it)."""
+    """Take a system-health sample, apply the log's retention, run the canary if it is due.
+
+    A missing deployment skips the canary.
+    """
     from mlops.chatbot.bot import DeploymentError
     from mlops.data import DataValidationError
     from mlops.monitoring import canary, system
+    from mlops.monitoring.inference_log import prune_log
 
     system.sample(settings, now=now)
+    monitoring = settings.monitoring
+    pruned = prune_log(settings.inference_log_url, monitoring.retention_days, monitoring.max_rows, now=now)
+    if pruned:
+        logger.info("inference log: removed %d rows past retention", pruned)
     if canary.due(settings, now=now):
         try:
             canary.run_canary(settings, now=now)

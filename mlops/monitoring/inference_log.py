@@ -3,6 +3,10 @@
 ``InferenceLog.record`` only puts the response on a queue (microseconds); a background thread
 writes batches in one transaction each. SQLAlchemy Core keeps the code the same for SQLite (the
 default, in WAL mode so readers never block the writer) and PostgreSQL (team mode).
+
+Retention: with ``retention_days`` and/or ``max_rows`` (``monitoring.retention_days`` and
+``monitoring.max_rows`` in ``monitoring_config.yaml``) the writer thread deletes older rows when
+it starts and every ``PRUNE_INTERVAL_S`` seconds after that, so the log cannot grow without bound.
 """
 
 from __future__ import annotations
@@ -28,18 +32,23 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    func,
     insert,
     select,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops.config import Settings
+
 logger = logging.getLogger(__name__)
 
 MAX_LOGGED_QUERY_CHARS = 1000
+PRUNE_INTERVAL_S = 60.0
 
 metadata = MetaData()
 inference_table = Table(
@@ -134,12 +143,16 @@ def make_engine(location: str | Path):
     url = database_url(location)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
     if url.startswith("sqlite"):
+        engine = create_engine(url, future=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:  # a server database: a pooled connection may have died with a restart of the server
+        engine = create_engine(url, future=True, pool_pre_ping=True)
     try:
         metadata.create_all(engine)
-    except OperationalError:  # another process created the tables between the check and the CREATE
+    except (OperationalError, IntegrityError, ProgrammingError):
+        # another process created the tables between the check and the CREATE (SQLite: "already
+        # exists"; PostgreSQL: a duplicate pg_type row or relation)
         metadata.create_all(engine)
     return engine
 
@@ -152,6 +165,9 @@ class InferenceLog:
         versions: Deployed model versions stored with every row.
         batch_size: Most rows written in one transaction.
         clock: Wall clock in seconds since the epoch, injectable for tests.
+        retention_days: Delete rows older than this many days (None: keep them).
+        max_rows: Keep at most this many inference rows, deleting the oldest (None: no limit).
+        prune_interval_s: Seconds between two prunes by the writer thread.
     """
 
     def __init__(
@@ -160,15 +176,22 @@ class InferenceLog:
         versions: dict[str, str] | None = None,
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
+        retention_days: float | None = None,
+        max_rows: int | None = None,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
     ):
         self.engine = make_engine(location)
+        self.location = str(location)
         self.versions = json.dumps(versions or {}, sort_keys=True)
         self.batch_size = batch_size
         self.clock = clock
+        self.retention_days, self.max_rows, self.prune_interval_s = retention_days, max_rows, prune_interval_s
+        self._next_prune = 0.0
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self.written = 0
         self.failed = 0
+        self.pruned = 0
         self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
         self._thread.start()
 
@@ -180,24 +203,31 @@ class InferenceLog:
         """
         sources = response.get("sources") or []
         request_id = uuid.uuid4().hex
+        versions = response.get("versions")  # the versions that answered (the bot may have swapped models)
         self._queue.put(
             {
                 "request_id": request_id,
                 "ts": self.clock(),
-                "query": str(response.get("query", ""))[:MAX_LOGGED_QUERY_CHARS],
+                "query": storable_text(response.get("query", ""), MAX_LOGGED_QUERY_CHARS),
                 "intent": response["intent"],
                 "confidence": float(response["confidence"]),
                 "latency_ms": float(response["latency_ms"]),
                 "n_sources": len(sources),
-                "top_source": sources[0]["name"] if sources else None,
+                "top_source": storable_text(sources[0]["name"], 200) if sources else None,
                 "answered": response["intent"] != "out_of_scope",
-                "versions": self.versions,
+                "versions": self.versions if versions is None else json.dumps(versions, sort_keys=True),
                 "pid": os.getpid(),
             }
         )
         return request_id
 
     __call__ = record
+
+    @classmethod
+    def from_settings(cls, settings: Settings, versions: dict[str, str] | None = None, **kwargs) -> InferenceLog:
+        """The configured log (``monitoring.inference_log``) with the configured retention."""
+        m = settings.monitoring
+        return cls(settings.inference_log_url, versions, retention_days=m.retention_days, max_rows=m.max_rows, **kwargs)
 
     def feedback(self, request_id: str, value: int) -> None:
         """Store a user's thumbs up (+1) or down (-1) for an answered request.
@@ -219,22 +249,52 @@ class InferenceLog:
                 break
         return rows
 
-    def _write(self, rows: list[dict]) -> None:
-        for attempt in range(3):
+    def _insert(self, rows: list[dict], attempts: int) -> Exception | None:
+        error = None
+        for attempt in range(attempts):
             try:
                 with self.engine.begin() as connection:
                     connection.execute(insert(inference_table), rows)
-                self.written += len(rows)
-                return
-            except Exception:  # a locked or full database: retry, then count the loss loudly
-                if attempt == 2:
-                    self.failed += len(rows)
-                    logger.exception("inference log: could not write %d rows", len(rows))
-                    return
-                time.sleep(0.05 * (attempt + 1))
+                return None
+            except Exception as exc:  # a locked or full database, a row the database refuses: retry
+                error = exc
+                if attempt + 1 < attempts:
+                    time.sleep(0.05 * (attempt + 1))
+        return error
+
+    def _write(self, rows: list[dict]) -> None:
+        error = self._insert(rows, attempts=3)
+        if error is None:
+            self.written += len(rows)
+            return
+        lost = len(rows)
+        if len(rows) > 1:  # one row the database refuses must not cost the others theirs: one by one, once
+            for row in rows:
+                if self._insert([row], attempts=1) is None:
+                    self.written += 1
+                    lost -= 1
+        if lost:
+            self.failed += lost
+            logger.error(
+                "inference log %s: could not write %d of %d rows (%d lost in total): %s",
+                self.location, lost, len(rows), self.failed, error,
+            )  # fmt: skip
+
+    def prune(self) -> int:
+        """Apply the retention now. Returns the number of rows deleted (0 on a database error, which is logged)."""
+        try:
+            deleted = prune_log(self.engine, self.retention_days, self.max_rows, self.clock())
+        except Exception as exc:  # pruning is housekeeping: never stop the writer for it
+            logger.error("inference log %s: retention not applied: %s", self.location, exc)
+            return 0
+        self.pruned += deleted
+        return deleted
 
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
+            if (self.retention_days or self.max_rows) and time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + self.prune_interval_s
+                self.prune()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -255,6 +315,48 @@ class InferenceLog:
         self._stop.set()
         self._thread.join(timeout=5)
         self.engine.dispose()
+
+
+def storable_text(value: object, limit: int) -> str:
+    """Text any database stores: at most ``limit`` characters, no NUL, no lone surrogates."""
+    text = str(value)[:limit].replace("\x00", "\ufffd")
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def prune_log(engine_or_location, retention_days: float | None, max_rows: int | None, now: float | None = None) -> int:
+    """Delete inference rows (and feedback) older than ``retention_days``, then all but the newest ``max_rows``.
+
+    Args:
+        engine_or_location: An engine from :func:`make_engine`, a SQLAlchemy URL or a SQLite path.
+        retention_days: Age limit in days; None keeps every age.
+        max_rows: Row limit of ``inference_log``; None keeps every row.
+        now: Seconds since the epoch; defaults to the wall clock.
+
+    Returns:
+        How many rows were deleted.
+    """
+    engine = engine_or_location if hasattr(engine_or_location, "begin") else make_engine(engine_or_location)
+    now = time.time() if now is None else now
+    deleted = 0
+    try:
+        with engine.begin() as connection:
+            if retention_days is not None:
+                cutoff = now - retention_days * 86_400.0
+                deleted += connection.execute(delete(inference_table).where(inference_table.c.ts < cutoff)).rowcount
+                connection.execute(delete(feedback_table).where(feedback_table.c.ts < cutoff))
+            if max_rows is not None:
+                newest = connection.execute(select(func.max(inference_table.c.id))).scalar()
+                if newest is not None and newest > max_rows:
+                    oldest_kept = newest - max_rows  # ids only grow, so this keeps at most max_rows rows
+                    deleted += connection.execute(
+                        delete(inference_table).where(inference_table.c.id <= oldest_kept)
+                    ).rowcount
+    finally:
+        if engine is not engine_or_location:
+            engine.dispose()
+    if deleted:
+        logger.info("inference log: retention deleted %d rows", deleted)
+    return deleted
 
 
 def read_log(

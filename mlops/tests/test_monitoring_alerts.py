@@ -377,3 +377,13 @@ def test_check_cli_exits_4_when_the_database_cannot_be_opened(tmp_path):
     broken = {"monitoring_config.yaml": {"monitoring": {"inference_log": str(tmp_path / "a-file" / "log.db")}}}
     result = run_check(write_settings(tmp_path, broken), "--log-level", "ERROR")
     assert result.returncode == 4 and "check failed" in result.stderr, result.stderr
+
+
+def test_the_monitor_cycle_applies_the_log_retention(tmp_path):
+    settings = write_settings(
+        tmp_path, {"monitoring_config.yaml": {"monitoring": {"retention_days": 30, "max_rows": None}}}
+    )
+    add_traffic(settings, T0 - 31 * 86_400, 5, 1.0)  # past retention
+    add_traffic(settings, T0 - 29 * 86_400, 3, 1.0)  # kept
+    alerts.collect(settings, now=T0)
+    assert sorted(read_log(settings.inference_log_url)["ts"].unique()) == [T0 - 29 * 86_400]

@@ -231,3 +231,13 @@ def test_menu_option_4_launches_the_dashboard_detached_and_stop_ends_it(deployed
                                  capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "stopped: Monitoring dashboard" in stopped.stdout
     assert_all_gone(family)
+
+
+def test_with_a_tracking_server_the_server_is_the_mlflow_ui(tmp_path, tiny_data_dir):
+    server = "http://127.0.0.1:5050"
+    settings = settings_for(tmp_path, tiny_data_dir, {"mlflow_config.yaml": {"mlflow": {"tracking_uri": server}}})
+    assert "mlflow_ui" not in services.service_specs(settings)
+    with pytest.raises(ValueError, match="tracking server http://127.0.0.1:5050 is the UI"):
+        services.select(settings, ["mlflow_ui"])
+    assert services.mlflow_runs_url(settings, "7").startswith(f"{server}/#/experiments/7?")
+    assert any(line.startswith("MLflow UI") and server in line for line in services.status_lines(settings))
