@@ -8,6 +8,8 @@ thumbs up/down that is stored with it (the monitoring dashboard's live accuracy)
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from mlops.chatbot.bot import DeploymentError, TravelChatbot
@@ -18,7 +20,8 @@ EXAMPLES = ("Where can I see leopards in Sri Lanka?", "Best time to visit Kyoto?
 
 
 @st.cache_resource
-def resources() -> tuple[TravelChatbot, InferenceLog]:
+def resources(config_dir: str | None) -> tuple[TravelChatbot, InferenceLog]:
+    """The bot and its log, loaded once per configuration (the argument is the cache key)."""
     settings = load_settings()
     bot = TravelChatbot.load(settings.models_dir)
     return bot, InferenceLog.from_settings(settings, bot.versions)
@@ -43,7 +46,7 @@ def main() -> None:
     st.set_page_config(page_title="Travel advisor", page_icon="🧭")
     st.title("Travel advisor")
     try:
-        bot, log = resources()
+        bot, log = resources(os.environ.get("MLOPS_CONFIG_DIR"))
     except (DeploymentError, ConfigError) as exc:
         st.error(str(exc))
         st.info("Deploy the models first: `make run` (or `python mlops/scripts/deploy_chatbot_models.py`).")
