@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -18,12 +17,10 @@ from mlops.deployment import deploy
 from mlops.monitoring.inference_log import feedback_table, read_log
 from mlops.training import run_training
 
-from .conftest import free_port, wait_for_http
+from .conftest import READY, free_port, launch_chromium, needs_chromium, wait_for_http
 from .test_deployment import settings_for
 
 APP = str(PROJ_ROOT / "mlops" / "chatbot" / "app.py")
-CHROMIUM = "/usr/bin/chromium"
-READY = '[data-testid="stApp"][data-test-connection-state="CONNECTED"][data-test-script-state="notRunning"]'
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +59,7 @@ def test_app_answers_shows_sources_and_logs_the_query(deployed, monkeypatch):
         pytest.fail("the query never reached the inference log")
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_chat_in_a_real_browser_with_feedback(deployed, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -76,11 +73,7 @@ def test_chat_in_a_real_browser_with_feedback(deployed, tmp_path):
     try:
         wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", server, timeout=60)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
-            )  # fmt: skip
+            browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector(READY, timeout=30_000)

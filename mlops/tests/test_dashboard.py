@@ -18,8 +18,7 @@ from mlops.monitoring import alerts, canary, system
 from mlops.monitoring.inference_log import InferenceLog
 from mlops.training import run_training
 
-from .conftest import cli_env, free_port, wait_for_http
-from .test_chat_ui import CHROMIUM, READY
+from .conftest import READY, cli_env, free_port, launch_chromium, needs_chromium, wait_for_http
 from .test_deployment import settings_for
 
 PAGE = str(PROJ_ROOT / "mlops" / "dashboards" / "mlops_monitoring_dashboard.py")
@@ -165,7 +164,7 @@ def test_a_failing_source_is_a_warning_and_the_rest_still_renders(tmp_path, tiny
     assert any("No traffic in the last 1 hour" in text for text in texts(at.info))
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_dashboard_in_a_real_browser(populated, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -181,11 +180,7 @@ def test_dashboard_in_a_real_browser(populated, tmp_path):
     try:
         wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", server, timeout=60, log=log)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
-            )  # fmt: skip
+            browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector(READY, timeout=60_000)

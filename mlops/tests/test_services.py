@@ -24,10 +24,8 @@ from mlops.config import PROJ_ROOT
 from mlops.deployment import deploy
 from mlops.training import run_training
 
-from .conftest import cli_env, free_port
+from .conftest import cli_env, free_port, launch_chromium, needs_chromium
 from .test_deployment import settings_for
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 def with_ports(root: Path, tiny_data_dir: Path):
@@ -169,7 +167,7 @@ def test_pipeline_no_launch_deploys_tracks_and_starts_nothing(tmp_path, tiny_dat
     assert all(row["state"] == "stopped" for row in services.status(settings))
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_mlflow_ui_shows_the_experiment_runs_and_registered_models_with_aliases(deployed, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -188,11 +186,7 @@ def test_mlflow_ui_shows_the_experiment_runs_and_registered_models_with_aliases(
             [experiment_id], "tags.mlflow.runName = 'llm_model'"
         )[0]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
-            )  # fmt: skip
+            browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # MLflow 3 opens on its GenAI view unless told the workflow is model training
             page.goto(f"{state.url}/#/experiments/{experiment_id}?workflowType=machine_learning")
