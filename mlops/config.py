@@ -101,6 +101,8 @@ class RagSettings(_Strict):
     dense_weights: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.25, 0.5, 0.75, 1.0]
     name_boost: Annotated[float, Field(ge=0.0, le=5.0)] = 0.3
     country_boost: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1
+    name_boosts: list[Annotated[float, Field(ge=0.0, le=5.0)]] = [0.0, 0.05, 0.1, 0.2, 0.3]
+    country_boosts: list[Annotated[float, Field(ge=0.0, le=5.0)]] = [0.0, 0.05, 0.1]
 
 
 class TrainingSettings(_Strict):

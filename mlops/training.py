@@ -194,20 +194,31 @@ def train_rag_model(data: Datasets, settings: Settings, encoder: StaticEncoder) 
         country_boost=cfg.country_boost,
     )
     dev, test = data.retrieval_split("dev"), data.retrieval_split("test")
-    weight = model.tune(list(dev["query"]), list(dev["relevant_ids"]), cfg.dense_weights)
+    weight = model.tune(
+        list(dev["query"]), list(dev["relevant_ids"]), cfg.dense_weights, cfg.name_boosts, cfg.country_boosts
+    )
     scores = model.scores(list(test["query"]))
     metrics = ranking_metrics(scores, model.ids, list(test["relevant_ids"]))
     parts = model.component_scores(list(test["query"]))
     metrics["sparse_only_mrr"] = ranking_metrics(model.fuse(*parts, 0.0), model.ids, list(test["relevant_ids"]))["mrr"]
     metrics["dense_only_mrr"] = ranking_metrics(model.fuse(*parts, 1.0), model.ids, list(test["relevant_ids"]))["mrr"]
-    metrics["dense_weight"] = weight
+    metrics.update(dense_weight=weight, name_boost=model.name_boost, country_boost=model.country_boost)
     top = np.argsort(-scores, axis=1)[:, :3]
     per_query = test.assign(
         relevant_ids=test["relevant_ids"].map(";".join),
         top3=[";".join(model.ids[i] for i in row) for row in top],
     )
     return TrainedModel(
-        "rag_model", model, metrics, {**cfg.model_dump(), "dense_weight": weight}, {"per_query": per_query}
+        "rag_model",
+        model,
+        metrics,
+        {
+            **cfg.model_dump(),
+            "dense_weight": weight,
+            "name_boost": model.name_boost,
+            "country_boost": model.country_boost,
+        },
+        {"per_query": per_query},
     )
 
 

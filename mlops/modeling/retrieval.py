@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import product
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -140,14 +141,19 @@ class RetrievalModel:
         The mention score is ``name_boost`` for a document the query names plus ``country_boost``
         for a document in a country the query names.
         """
+        sparse, dense, names, countries = self._parts(queries)
+        return sparse, dense, self.name_boost * names + self.country_boost * countries
+
+    def _parts(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sparse and dense scores, and 0/1 matrices of the documents each query names (or names the country of)."""
         normalized = normalize_batch(queries)
         sparse = (self.vectorizer.transform(normalized) @ self.doc_sparse.T).toarray()
         dense = self.encoder.encode(normalized) @ self.doc_dense.T
-        mentions = np.zeros_like(sparse)
+        names, countries = np.zeros_like(sparse), np.zeros_like(sparse)
         for row, query in enumerate(normalized):
-            mentions[row, list(self.names.matches(query))] += self.name_boost
-            mentions[row, list(self.countries.matches(query))] += self.country_boost
-        return sparse, dense, mentions
+            names[row, list(self.names.matches(query))] = 1.0
+            countries[row, list(self.countries.matches(query))] = 1.0
+        return sparse, dense, names, countries
 
     def fuse(self, sparse: np.ndarray, dense: np.ndarray, mentions: np.ndarray, dense_weight: float) -> np.ndarray:
         return dense_weight * dense + (1 - dense_weight) * sparse + mentions
@@ -161,13 +167,33 @@ class RetrievalModel:
         order = np.argsort(-scores, kind="stable")[:k]
         return [{**self.documents[i], "score": float(scores[i])} for i in order if scores[i] >= MIN_RELEVANT_SCORE]
 
-    def tune(self, queries: Sequence[str], relevant: Sequence[Sequence[str]], weights: Sequence[float]) -> float:
-        """Keep the dense weight with the best MRR on the given (dev) queries."""
-        parts = self.component_scores(queries)
-        best = max(
-            weights, key=lambda w: (ranking_metrics(self.fuse(*parts, w), self.ids, relevant)["mrr"], -abs(w - 0.5))
-        )
-        self.dense_weight = float(best)
+    def tune(
+        self,
+        queries: Sequence[str],
+        relevant: Sequence[Sequence[str]],
+        weights: Sequence[float],
+        name_boosts: Sequence[float] = (),
+        country_boosts: Sequence[float] = (),
+    ) -> float:
+        """Keep the dense weight and mention boosts with the best MRR on the given (dev) queries.
+
+        Ties go to the boosts closest to the ones the model was built with, then to the dense weight
+        closest to 0.5. Empty boost grids keep the current boosts.
+
+        Returns:
+            The chosen dense weight (the boosts are set on the model).
+        """
+        sparse, dense, names, countries = self._parts(queries)
+        prior_name, prior_country = self.name_boost, self.country_boost
+
+        def score(candidate: tuple[float, float, float]) -> tuple[float, float, float]:
+            w, name, country = candidate
+            fused = w * dense + (1 - w) * sparse + name * names + country * countries
+            distance = abs(name - prior_name) + abs(country - prior_country)
+            return ranking_metrics(fused, self.ids, relevant)["mrr"], -distance, -abs(w - 0.5)
+
+        grid = product(weights, name_boosts or [prior_name], country_boosts or [prior_country])
+        self.dense_weight, self.name_boost, self.country_boost = map(float, max(grid, key=score))
         return self.dense_weight
 
     def evaluate(self, queries: Sequence[str], relevant: Sequence[Sequence[str]]) -> dict[str, float]:

@@ -155,3 +155,19 @@ def test_the_chatbot_behaves_as_a_traveller_expects(setup, llm, embedding):
     assert kyoto["intent"] == "best_time_to_visit" and "Kyoto" in kyoto["answer"] and "Nov" in kyoto["answer"]
     unknown_visa = bot.process_query("do i need a visa for japan")
     assert "I don't know" in unknown_visa["answer"]
+
+
+def test_retrieval_tunes_its_mention_boosts_on_dev_and_never_does_worse_there(setup, embedding):
+    from mlops.modeling.retrieval import RetrievalModel, build_documents
+
+    _, data, _ = setup
+    dev = data.retrieval_split("dev")
+    queries, relevant = list(dev["query"]), list(dev["relevant_ids"])
+    docs = build_documents(data.destinations, data.sri_lanka)
+    for start in (0.0, 1.0):  # a model built without boosts, and one with far too large ones
+        model = RetrievalModel(docs, embedding.model, dense_weight=0.1, name_boost=start, country_boost=start)
+        before = model.evaluate(queries, relevant)["mrr"]
+        model.tune(queries, relevant, [0.1], name_boosts=[0.0, 0.1, 0.3], country_boosts=[0.0, 0.1])
+        assert model.name_boost in (0.0, 0.1, 0.3) and model.country_boost in (0.0, 0.1)
+        assert model.evaluate(queries, relevant)["mrr"] >= before
+    assert (model.name_boost, model.country_boost) != (1.0, 1.0)
