@@ -444,8 +444,9 @@ def deploy(
         candidates = fetch_candidates(keys, versions)
         if live and not force and _versions(live) == {key: c.version for key, c in candidates.items()}:
             reason = "the registered versions are already deployed"
-            _finish_promotion(models_dir, live)
-            append_history(models_dir, _history_record("deploy", "unchanged", live, reason))
+            if not dry_run:  # a dry run changes nothing, not even the history
+                _finish_promotion(models_dir, live)
+                append_history(models_dir, _history_record("deploy", "unchanged", live, reason))
             return DeployReport("unchanged", live, candidates, reason=reason, seconds=time.perf_counter() - tic)
         failures: list[str] = []
         champion_metrics: dict[str, dict[str, float]] = {}

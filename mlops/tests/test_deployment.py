@@ -94,6 +94,9 @@ def test_an_unchanged_candidate_is_a_no_op(deployed):
     report = deploy(settings)
     assert report.outcome == "unchanged" and "already deployed" in report.reason
     assert manifest_bytes(settings) == before
+    history = (settings.models_dir / "history.jsonl").read_bytes()
+    assert deploy(settings, dry_run=True).outcome == "unchanged"
+    assert (settings.models_dir / "history.jsonl").read_bytes() == history  # a dry run writes nothing
 
 
 def test_chatbot_loads_and_answers_with_the_design_fields(deployed):
