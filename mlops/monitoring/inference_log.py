@@ -11,6 +11,7 @@ it starts and every ``PRUNE_INTERVAL_S`` seconds after that, so the log cannot g
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -148,6 +149,13 @@ def make_engine(location: str | Path):
         event.listen(engine, "connect", _sqlite_pragmas)
     else:  # a server database: a pooled connection may have died with a restart of the server
         engine = create_engine(url, future=True, pool_pre_ping=True)
+    if url.startswith("sqlite:///"):
+        # two processes creating a new SQLite file at once race on its first connection and tables
+        db_path = Path(url[len("sqlite:///") :])
+        with open(db_path.with_name(db_path.name + ".create-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            metadata.create_all(engine)
+        return engine
     try:
         metadata.create_all(engine)
     except (OperationalError, IntegrityError, ProgrammingError):

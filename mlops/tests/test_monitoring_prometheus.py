@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.config import PROJ_ROOT
 from mlops.monitoring.alerts import Measurement, evaluate
-from mlops.monitoring.inference_log import InferenceLog, make_engine
+from mlops.monitoring.inference_log import InferenceLog
 from mlops.monitoring.prometheus import render, serve
 
 from .conftest import free_port, write_settings
@@ -42,8 +42,6 @@ def samples(text: bytes) -> dict[tuple[str, tuple], float]:
 def test_counts_from_two_processes_histogram_feedback_alerts(tmp_path):
     settings = write_settings(tmp_path)
     path = str(tmp_path / "inference_log.db")
-    # tables first: two processes creating a brand-new SQLite file at once can still race (noted as open)
-    make_engine(path).dispose()
     writers = [
         subprocess.Popen([sys.executable, "-c", WRITER, path, "300", "5", "weather,out_of_scope"], cwd=PROJ_ROOT),
         subprocess.Popen([sys.executable, "-c", WRITER, path, "200", "300", "weather,greeting"], cwd=PROJ_ROOT),
