@@ -84,7 +84,15 @@ def check_tracking_store(settings: Settings):
         logger.info("%s", line)
     store = configure_tracking(settings)
     client = mlflow.MlflowClient()
-    client.set_experiment_tag(store.experiment_id, "last_store_check", "ok")  # proves we can write
+    # Proves we can write. Two pipelines checking the same new store at once race on inserting this
+    # tag (MLflow's SQL store reads, then inserts); the loser's retry finds the row and updates it.
+    for attempt in range(3):
+        try:
+            client.set_experiment_tag(store.experiment_id, "last_store_check", "ok")
+            break
+        except mlflow.exceptions.MlflowException as exc:
+            if attempt == 2 or "UNIQUE constraint" not in str(exc):
+                raise
     return store
 
 

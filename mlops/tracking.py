@@ -101,15 +101,27 @@ def configure_tracking(settings: Settings) -> TrackingStore:
     try:
         experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
         if experiment is None:
-            experiment_id = mlflow.create_experiment(
-                settings.mlflow.experiment_name, artifact_location=experiment_artifact_location(settings)
-            )
+            experiment_id = _create_experiment(settings)
         else:
             experiment_id = experiment.experiment_id
     except Exception as exc:  # MLflow raises several unrelated types for an unreachable store
         raise RuntimeError(f"MLflow tracking store {uri} is not usable: {exc}") from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return TrackingStore(uri, registry, experiment_id, settings.mlflow.experiment_name)
+
+
+def _create_experiment(settings: Settings) -> str:
+    """Create the experiment; if another process created it meanwhile, use theirs."""
+    import mlflow
+
+    name = settings.mlflow.experiment_name
+    try:
+        return mlflow.create_experiment(name, artifact_location=experiment_artifact_location(settings))
+    except mlflow.exceptions.MlflowException:
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def predict_any(model, texts: list[str]):

@@ -169,3 +169,28 @@ def test_dashboard_reads_while_two_writers_fill_the_log(tmp_path):
     assert not errors, errors[:3]
     assert len(counts) > 5 and counts == sorted(counts)  # every read saw a consistent, growing log
     assert len(read_log(tmp_path / "log.db")) == per_thread * threads
+
+
+def test_pipelines_checking_one_store_at_once_all_succeed(tmp_path, tiny_data_dir):
+    """Four processes run the store check at the same instant, three rounds, each on a new experiment.
+
+    Each creates the experiment if it is missing and inserts the store-check tag: without handling, the
+    losers of either race failed (about one round in two on this machine).
+    """
+    settings = settings_for(tmp_path, tiny_data_dir)
+    configure_tracking(settings)  # the store's tables exist; the experiments of the rounds do not
+    start_at = time.time() + 15  # every process has imported MLflow and opened the store by then
+    code = (
+        "import time, mlflow; from mlops.config import load_settings; from mlops.pipeline import check_tracking_store\n"
+        "settings = load_settings(); mlflow.MlflowClient(settings.tracking_uri).search_experiments()\n"
+        "for n in range(3):\n"
+        f"    time.sleep(max(0, {start_at} + 3 * n - time.time()))\n"
+        "    named = settings.mlflow.model_copy(update={'experiment_name': f'round{n}'})\n"
+        "    print(check_tracking_store(settings.model_copy(update={'mlflow': named})).experiment_id)"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=PROJ_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    outcomes = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, [err[-1500:] for _, err in outcomes]
+    rounds = {tuple(out.split()) for out, _ in outcomes}
+    assert len(rounds) == 1 and len(set(rounds.pop())) == 3  # each round: one experiment, shared by all four
