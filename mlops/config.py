@@ -80,6 +80,7 @@ class IntentSettings(_Strict):
     C: Annotated[float, Field(gt=0.0)] = 1.0
     calibration_folds: Annotated[int, Field(ge=2, le=20)] = 5
     oos_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
+    refit_on_val: bool = True
 
 
 class FewShotSettings(_Strict):

@@ -119,16 +119,23 @@ def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> 
 def train_llm_model(data: Datasets, settings: Settings) -> TrainedModel:
     cfg = settings.training.llm_model
     train, val, test = (data.intent_split(s) for s in ("train", "val", "test"))
-    model = IntentClassifier(
-        word_ngram_max=cfg.word_ngram_max,
-        char_ngram_min=cfg.char_ngram_min,
-        char_ngram_max=cfg.char_ngram_max,
-        C=cfg.C,
-        calibration_folds=cfg.calibration_folds,
-        places=place_vocabulary(knowledge_base_places(data)),
-        seed=settings.training.seed,
-    ).fit(train["text"], train["intent"])
+
+    def classifier() -> IntentClassifier:
+        return IntentClassifier(
+            word_ngram_max=cfg.word_ngram_max,
+            char_ngram_min=cfg.char_ngram_min,
+            char_ngram_max=cfg.char_ngram_max,
+            C=cfg.C,
+            calibration_folds=cfg.calibration_folds,
+            places=place_vocabulary(knowledge_base_places(data)),
+            seed=settings.training.seed,
+        )
+
+    model = classifier().fit(train["text"], train["intent"])
     threshold = model.tune_threshold(val["text"], val["intent"], cfg.oos_weight)
+    if cfg.refit_on_val:  # the threshold is chosen on val by a model that never saw it; then val trains too
+        model = classifier().fit(pd.concat([train["text"], val["text"]]), pd.concat([train["intent"], val["intent"]]))
+        model.oos_threshold = threshold
     pairs = model.predict_with_confidence(test["text"])
     predicted = np.array([p[0] for p in pairs], dtype=object)
     confidence = np.array([p[1] for p in pairs])

@@ -7,19 +7,31 @@ dense and the sparse cosine). Adding an intent only adds a prototype: nothing el
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize as l2_normalize
 
 from mlops.modeling.embedding import StaticEncoder
-from mlops.modeling.intent import normalize_batch
+from mlops.modeling.serving import TfidfTwin
+from mlops.modeling.text import normalize_batch
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    """``vector`` scaled to length 1 (a zero vector stays zero), as sklearn's ``normalize`` does."""
+    norm = float(np.sqrt(vector @ vector))
+    return vector / norm if norm > 0 else vector
 
 
 def fit_sparse_vectorizer(corpus: Sequence[str]) -> TfidfVectorizer:
     """Character n-gram TF-IDF fitted on unlabelled text (labels are never seen)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # training only: serving uses the twin
+
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2)
     vectorizer.fit(normalize_batch(corpus))
     return vectorizer
@@ -45,7 +57,27 @@ class FewShotClassifier:
 
     def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         texts = normalize_batch(texts)
-        return self.encoder.encode(texts), self.vectorizer.transform(texts).toarray().astype(np.float32)
+        if isinstance(self.vectorizer, TfidfTwin):
+            sparse = np.zeros((len(texts), self._sparse.shape[1]), dtype=np.float32)
+            for row, text in enumerate(texts):
+                columns, values = self.vectorizer.transform_one(text)
+                sparse[row, columns] = values
+        else:
+            sparse = self.vectorizer.transform(texts).toarray().astype(np.float32)
+        return self.encoder.encode(texts), sparse
+
+    def serving_twin(self) -> FewShotClassifier:
+        """The same classifier with the TF-IDF step as numpy (see :mod:`mlops.modeling.serving`).
+
+        Same scores, a fraction of sklearn's per-call overhead; ``add_intent`` still works on it.
+        """
+        twin = copy.copy(self)
+        if not isinstance(self.vectorizer, TfidfTwin):
+            twin.vectorizer = TfidfTwin.from_sklearn(self.vectorizer)
+        twin.labels = list(self.labels)
+        twin._dense, twin._sparse = self._dense.copy(), self._sparse.copy()
+        twin.examples_per_label = dict(self.examples_per_label)
+        return twin
 
     def add_intent(self, label: str, examples: Sequence[str]) -> None:
         """Add (or replace) one intent from a handful of examples, leaving the others as they are.
@@ -57,8 +89,8 @@ class FewShotClassifier:
         if not examples:
             raise ValueError(f"intent '{label}': give at least one non-empty example")
         dense, sparse = self._features(examples)
-        dense_proto = l2_normalize(dense.mean(axis=0, keepdims=True))[0]
-        sparse_proto = l2_normalize(sparse.mean(axis=0, keepdims=True))[0]
+        dense_proto = _unit(dense.mean(axis=0))
+        sparse_proto = _unit(sparse.mean(axis=0))
         if label in self.labels:
             idx = self.labels.index(label)
             self._dense[idx], self._sparse[idx] = dense_proto, sparse_proto

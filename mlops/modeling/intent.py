@@ -23,7 +23,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
-from mlops.modeling.text import normalize
+from mlops.modeling.text import normalize, normalize_batch  # noqa: F401 (pickled pipelines name it here)
 from mlops.taxonomy import OUT_OF_SCOPE
 
 PLACE_TOKEN = " placename "
@@ -35,10 +35,6 @@ GENERIC_PLACE_WORDS = frozenset(
     "desert mountain mountains plains gate sanctuary marine botanical world heritage region province district "
     "little grand upper lower saint santa the and of de la el le route range trail road way pass nice".split()
 )
-
-
-def normalize_batch(texts: Sequence[str]) -> list[str]:
-    return [normalize(text) for text in texts]
 
 
 def place_vocabulary(names: Sequence[str]) -> list[str]:

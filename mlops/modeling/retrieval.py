@@ -17,9 +17,8 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from mlops.modeling.embedding import StaticEncoder
-from mlops.modeling.intent import normalize_batch
 from mlops.modeling.serving import PhraseIndex, RetrievalTwin, TfidfTwin
-from mlops.modeling.text import normalize
+from mlops.modeling.text import normalize, normalize_batch
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 MAX_QUERY_CHARS = 2000  # longer input is truncated: no travel question needs more
 _SPACE = re.compile(r"\s+")
@@ -16,6 +17,10 @@ def normalize(text: object) -> str:
     text = unicodedata.normalize("NFKC", text[: MAX_QUERY_CHARS * 2])
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     return _SPACE.sub(" ", text).strip().lower()[:MAX_QUERY_CHARS]
+
+
+def normalize_batch(texts: Sequence[str]) -> list[str]:
+    return [normalize(text) for text in texts]
 
 
 def split_list(value: str) -> list[str]:

@@ -39,8 +39,12 @@ def test_every_intent_has_enough_examples_in_every_split(data):
 
 
 def test_test_split_is_stratified(data):
+    """Every intent's share of test rows is close to the overall share (rows added later go to train only)."""
+    overall = (data.intents["split"] == "test").mean()
     share = data.intents.groupby("intent")["split"].apply(lambda s: (s == "test").mean())
-    assert share.between(0.15, 0.25).all(), share[~share.between(0.15, 0.25)]
+    assert 0.12 <= overall <= 0.25, overall
+    off = share[(share - overall).abs() > 0.05]
+    assert off.empty, (overall, off)
 
 
 def test_no_duplicate_or_near_duplicate_text_across_splits(data):

@@ -96,6 +96,18 @@ def test_few_shot_learns_and_adds_an_intent_without_retraining(setup, embedding)
         model.add_intent("empty", ["", "  "])
 
 
+def test_few_shot_serving_twin_scores_the_same_and_still_adds_intents(setup, embedding):
+    settings, data, _ = setup
+    model = train_few_shot_model(data, settings, embedding.model).model
+    queries = list(data.intent_split("test")["text"]) + ["", "zzqx", "Nuwara Eliya!!"]
+    twin = model.serving_twin()
+    assert "sklearn" not in type(twin.vectorizer).__module__
+    assert np.allclose(twin.scores(queries), model.scores(queries), atol=1e-6)
+    twin.add_intent("lost_luggage", ["my bag never arrived", "airline lost my suitcase", "delayed baggage claim"])
+    assert twin.predict(["the airline lost my bag"])[0] == "lost_luggage"
+    assert "lost_luggage" not in model.labels and len(model._dense) == len(model.labels)  # the original is untouched
+
+
 def test_tokenizer_vocabulary_is_deterministic_and_splits_typos(setup):
     from mlops.modeling.embedding import train_tokenizer
 
