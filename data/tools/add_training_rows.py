@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from mlops.taxonomy import INTENTS
+
 DATA = Path(__file__).resolve().parents[1]
 NEAR_DUPLICATE = 0.75
 FIELDS = ["text", "intent", "split"]
@@ -29,16 +31,19 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def main(paths: list[str]) -> int:
-    target = DATA / "intents.csv"
+def main(paths: list[str], target: Path = DATA / "intents.csv") -> int:
     rows = read_rows(target)
-    known_intents = {row["intent"] for row in rows}
+    known_intents = set(INTENTS) | {row["intent"] for row in rows}  # the taxonomy, plus any the data added
     new: list[dict[str, str]] = []
     for path in map(Path, paths):
         for number, row in enumerate(read_rows(path), start=2):
             text, intent = (row.get("text") or "").strip(), (row.get("intent") or "").strip()
             if not text or intent not in known_intents:
-                print(f"{path}, row {number}: empty text or unknown intent {intent!r}", file=sys.stderr)
+                print(
+                    f"{path}, row {number}: empty text or unknown intent {intent!r} "
+                    f"(allowed: {', '.join(sorted(known_intents))})",
+                    file=sys.stderr,
+                )
                 return 2
             new.append({"text": text, "intent": intent, "split": "train"})
 

@@ -65,3 +65,42 @@ def test_retrieval_queries_cover_both_knowledge_bases_and_splits(data):
     assert set(data.retrieval["split"]) == {"dev", "test"}
     assert data.retrieval["query"].str.lower().is_unique
     assert (data.retrieval_split("test")["relevant_ids"].map(len) >= 1).all()
+
+
+def test_adding_training_rows_keeps_val_and_test_fixed_and_drops_held_out_twins(tmp_path, capsys):
+    import csv
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("add_training_rows", DATA_DIR / "tools" / "add_training_rows.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    target = tmp_path / "intents.csv"
+    held_out = [("is it safe to walk around colombo fort at night", "safety_and_health", "test"),
+                ("hello there", "greeting", "val")]  # fmt: skip
+    rows = [("best hostels in kandy", "accommodation", "train"), *held_out]
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "intent", "split"), *rows])
+    new = tmp_path / "new.csv"
+    with open(new, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([
+            ("text", "intent"),
+            ("Is it safe to walk around Colombo Fort at night?", "safety_and_health"),  # near the test row
+            ("HELLO THERE", "greeting"),  # equal to the val row
+            ("Best hostels in Kandy", "accommodation"),  # already in train
+            ("cheap guesthouses near the lake in kandy", "accommodation"),
+            ("how do I pay for the bus in quito", "transportation"),
+        ])  # fmt: skip
+    assert tool.main([str(new)], target) == 0
+    out = list(csv.DictReader(open(target, encoding="utf-8")))
+    assert [(r["text"], r["intent"], r["split"]) for r in out if r["split"] != "train"] == [held_out[1], held_out[0]]
+    added = sorted(r["text"] for r in out if r["split"] == "train")
+    assert added == ["best hostels in kandy", "cheap guesthouses near the lake in kandy",
+                     "how do I pay for the bus in quito"]  # fmt: skip
+    assert "colombo" not in capsys.readouterr().out.lower()  # only counts are printed, never held-out text
+
+    with open(new, "a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerow(("where is the best beach", "beach_questions"))
+    before = target.read_bytes()
+    assert tool.main([str(new)], target) == 2  # an unknown intent: nothing is written
+    assert target.read_bytes() == before
+    assert "row 7" in capsys.readouterr().err
