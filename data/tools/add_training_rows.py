@@ -16,7 +16,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from mlops.taxonomy import INTENTS
@@ -53,14 +52,22 @@ def main(paths: list[str], target: Path = DATA / "intents.csv") -> int:
         if row["text"].lower() not in seen:
             seen.add(row["text"].lower())
             unique.append(row)
+    # The IDF depends on the whole corpus, so new rows can lift an older train row over the threshold
+    # too: check every train row against val/test in the final corpus, until nothing changes.
     held_out = [row for row in rows if row["split"] in ("val", "test")]
-    texts = [row["text"].lower() for row in rows + unique]
-    matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5)).fit_transform(texts)
-    held = matrix[[i for i, row in enumerate(rows) if row["split"] in ("val", "test")]]
-    sims = (matrix[len(rows) :] @ held.T).toarray() if held_out else np.zeros((len(unique), 0))
-    near = sims.max(axis=1) >= NEAR_DUPLICATE if sims.size else np.zeros(len(unique), dtype=bool)
-    kept = [row for row, dropped in zip(unique, near, strict=True) if not dropped]
-
+    train = [row for row in rows if row["split"] == "train"] + unique
+    new_ids, dropped_old = {id(row) for row in unique}, 0
+    while held_out and train:
+        matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5)).fit_transform(
+            [row["text"].lower() for row in held_out + train]
+        )
+        near = (matrix[len(held_out) :] @ matrix[: len(held_out)].T).toarray().max(axis=1) >= NEAR_DUPLICATE
+        if not near.any():
+            break
+        dropped_old += sum(1 for row, n in zip(train, near, strict=True) if n and id(row) not in new_ids)
+        train = [row for row, n in zip(train, near, strict=True) if not n]
+    kept = [row for row in train if id(row) in new_ids]
+    rows = [row for row in rows if row["split"] != "train"] + [row for row in train if id(row) not in new_ids]
     order = {"train": 0, "val": 1, "test": 2}
     out = sorted(rows + kept, key=lambda r: (order[r["split"]], r["intent"]))
     with open(target, "w", encoding="utf-8", newline="") as handle:
@@ -68,8 +75,9 @@ def main(paths: list[str], target: Path = DATA / "intents.csv") -> int:
         writer.writeheader()
         writer.writerows({key: row[key] for key in FIELDS} for row in out)
     print(
-        f"{len(new)} new rows: {len(new) - len(unique)} already present, {int(near.sum())} near a val/test "
+        f"{len(new)} new rows: {len(new) - len(unique)} already present, {len(unique) - len(kept)} near a val/test "
         f"row (dropped), {len(kept)} added to train"
+        + (f"; {dropped_old} older train rows became near a val/test row and were dropped" if dropped_old else "")
     )
     for intent, count in sorted(Counter(row["intent"] for row in kept).items()):
         print(f"  {intent:28s} +{count}")
