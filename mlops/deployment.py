@@ -372,9 +372,9 @@ def register_chatbot(models_dir: Path, manifest: dict) -> str:
         artifacts[key], hashes[key] = str(models_dir / relative), digest
     example = pd.DataFrame({"text": [SMOKE_QUERY]})
     output = pd.DataFrame({"answer": ["..."], "intent": ["activities"], "confidence": [0.9], "sources": ["[]"]})
-    from mlops.tracking import _quiet_model_logging
+    from mlops.tracking import _quiet_model_logging, owner_tags
 
-    with mlflow.start_run(run_name=f"deployment-{manifest['release']}"), _quiet_model_logging():
+    with mlflow.start_run(run_name=f"deployment-{manifest['release']}", tags=owner_tags()), _quiet_model_logging():
         mlflow.set_tags({"action": "deploy", "release": manifest["release"]})
         mlflow.log_params({f"{key}_version": version for key, version in _versions(manifest).items()})
         info = mlflow.pyfunc.log_model(
@@ -430,13 +430,13 @@ def deploy(
         DeploymentError: Nothing registered, or an artifact fails its integrity check.
         DeploymentLocked: Another deployment is running.
     """
-    from mlops.tracking import configure_tracking
+    from mlops.tracking import close_orphaned_runs, configure_tracking
 
     say = progress or (lambda message: logger.info("%s", message))
     tic = time.perf_counter()
     models_dir = settings.models_dir
     keys = [key for key in MODEL_KEYS if settings.deployment.models[key].enabled]
-    configure_tracking(settings)
+    close_orphaned_runs(configure_tracking(settings).experiment_id)
     data = data or load_datasets(settings.data_dir)
     with deployment_lock(models_dir):
         live = current_manifest(models_dir)

@@ -124,6 +124,63 @@ def _create_experiment(settings: Settings) -> str:
         return experiment.experiment_id
 
 
+OWNER_TAGS = ("mlops.host", "mlops.pid", "mlops.process_started")
+ORPHANED_TAG = "mlops.orphaned"
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that opens a run, so a run it never closed can be found later."""
+    import socket
+
+    import psutil
+
+    return dict(
+        zip(OWNER_TAGS, (socket.gethostname(), str(os.getpid()), f"{psutil.Process().create_time():.2f}"), strict=True)
+    )
+
+
+def _process_alive(pid: str, started: str) -> bool:
+    import psutil
+
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" == started  # not a reused PID
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs this machine opened whose process is gone (SIGKILL, power loss, OOM).
+
+    MLflow leaves such runs RUNNING for ever. Runs opened on other machines (a shared server) are
+    left alone: whether their process lives cannot be told from here.
+
+    Returns:
+        The ids of the runs closed.
+    """
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`mlops.host` = '{host}'",
+        max_results=1000,
+    )
+    closed = []
+    for run in running:
+        pid, started = (run.data.tags.get(tag, "") for tag in OWNER_TAGS[1:])
+        if _process_alive(pid, started):
+            continue
+        client.set_tag(run.info.run_id, ORPHANED_TAG, f"process {pid} on {host} ended without closing this run")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        logger.warning("marked %d run(s) KILLED whose process had died: %s", len(closed), ", ".join(closed))
+    return closed
+
+
 def predict_any(model, texts: list[str]):
     """Uniform pyfunc output per model type: intents, vectors or ranked ids."""
     if hasattr(model, "predict_with_confidence"):

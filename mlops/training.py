@@ -262,7 +262,7 @@ def _log_model_run(
 ) -> dict:
     import mlflow
 
-    from mlops.tracking import log_pickled_model
+    from mlops.tracking import log_pickled_model, owner_tags
 
     sources = {
         "intents": "intents",
@@ -270,7 +270,7 @@ def _log_model_run(
         "destinations": "destinations",
         "sri_lanka_guide": "sri_lanka",
     }
-    with mlflow.start_run(run_name=trained.key, nested=True) as run:
+    with mlflow.start_run(run_name=trained.key, nested=True, tags=owner_tags()) as run:
         mlflow.set_tags({"model_key": trained.key, "data_fingerprint": data.fingerprint, TAG: fingerprint})
         mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in trained.params.items()})
         mlflow.log_params({"seed": settings.training.seed})
@@ -356,13 +356,14 @@ def run_training(
     """
     import mlflow
 
-    from mlops.tracking import configure_tracking
+    from mlops.tracking import close_orphaned_runs, configure_tracking, owner_tags
 
     say = progress or (lambda message: logger.info("%s", message))
     keys = resolve_models(models)
     say("Validating data")
     data = data or load_datasets(settings.data_dir)
     store = configure_tracking(settings)
+    close_orphaned_runs(store.experiment_id)
     fingerprints = model_fingerprints(settings, data)
     started = datetime.now(UTC)
     results: dict[str, Any] = {
@@ -380,7 +381,7 @@ def run_training(
             keys = ["embedding_model", *keys]
     with (
         tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp,
-        mlflow.start_run(run_name=f"training-{started:%Y%m%d-%H%M%S}") as parent,
+        mlflow.start_run(run_name=f"training-{started:%Y%m%d-%H%M%S}", tags=owner_tags()) as parent,
     ):
         workdir = Path(tmp)
         results["run_id"] = parent.info.run_id

@@ -94,3 +94,33 @@ def test_legacy_folder_store_is_migrated(tmp_path, tiny_data_dir):
     assert (legacy / "mlflow.db").exists()
     runs = mlflow.search_runs(experiment_names=["travel_chatbot_models"], output_format="list")
     assert [run.data.metrics["accuracy"] for run in runs] == [0.5]
+
+
+def test_runs_left_open_by_a_dead_process_are_closed_as_killed(tmp_path, tiny_data_dir):
+    import socket
+
+    from mlops.tracking import ORPHANED_TAG, close_orphaned_runs, owner_tags
+
+    settings = write_settings(tmp_path, FAST_TRAINING, data_dir=tiny_data_dir)
+    experiment_id = configure_tracking(settings).experiment_id
+    client = mlflow.MlflowClient()
+    code = "import os, psutil; print(os.getpid(), psutil.Process().create_time())"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    ours = owner_tags()
+    runs = {
+        "dead": {**ours, "mlops.pid": dead[0], "mlops.process_started": f"{float(dead[1]):.2f}"},
+        "reused_pid": {**ours, "mlops.process_started": "1.00"},  # our PID, but another process's start time
+        "alive": ours,
+        "other_host": {**ours, "mlops.host": f"not-{socket.gethostname()}", "mlops.pid": dead[0]},
+        "untagged": {},
+    }
+    ids = {name: client.create_run(experiment_id, tags=tags, run_name=name).info.run_id for name, tags in runs.items()}
+
+    closed = close_orphaned_runs(experiment_id)
+
+    assert sorted(closed) == sorted([ids["dead"], ids["reused_pid"]])
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {"dead": "KILLED", "reused_pid": "KILLED", "alive": "RUNNING", "other_host": "RUNNING",
+                      "untagged": "RUNNING"}  # fmt: skip
+    assert f"process {dead[0]} on " in client.get_run(ids["dead"]).data.tags[ORPHANED_TAG]
+    assert close_orphaned_runs(experiment_id) == []  # nothing left to close

@@ -101,6 +101,11 @@ def test_sigkill_during_training_leaves_the_deployment_and_the_store_usable(site
     finished = subprocess.run([sys.executable, TRAIN_SCRIPT, "--models", "llm_model"], env=cli_env(site),
                               cwd=PROJ_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-2000:]
+    # the runs the killed processes left open were closed as KILLED by the next training
+    client = mlflow.MlflowClient(site.tracking_uri)
+    experiment = client.get_experiment_by_name(site.mlflow.experiment_name)
+    statuses = {run.info.status for run in client.search_runs([experiment.experiment_id], max_results=1000)}
+    assert statuses <= {"FINISHED", "KILLED"}, statuses
 
 
 def test_sigkill_during_deployment_always_leaves_a_whole_deployment(site, rng):
