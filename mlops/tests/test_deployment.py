@@ -22,7 +22,7 @@ from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, live_a
 from mlops.tracking import configure_tracking, log_pickled_model
 from mlops.training import EXAMPLE_QUERIES, run_training
 
-from .conftest import FAST_TRAINING, free_port, merge, wait_for_http, write_settings
+from .conftest import FAST_TRAINING, cli_env, free_port, merge, wait_for_http, write_settings
 
 OPEN_GATES = {
     "deployment_config.yaml": {
@@ -120,6 +120,23 @@ def test_serving_imports_no_torch_and_no_training_code(deployed):
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJ_ROOT)
+
+
+def test_the_served_chatbot_pyfunc_imports_no_torch_and_no_sklearn(deployed, tmp_path):
+    """What a `mlflow models serve` worker loads: the downloaded model folder, in a fresh process."""
+    settings, _ = deployed
+    configure_tracking(settings)
+    local = mlflow.artifacts.download_artifacts("models:/travel_chatbot@champion", dst_path=str(tmp_path / "bot"))
+    code = (
+        "import sys, mlflow.pyfunc, pandas as pd\n"
+        f"bot = mlflow.pyfunc.load_model({local!r})\n"
+        "out = bot.predict(pd.DataFrame({'text': ['where can i see leopards in sri lanka']}))\n"
+        "assert len(out) == 1 and out['answer'][0], out\n"
+        "bad = [m for m in ('torch', 'sentence_transformers', 'transformers', 'sklearn', 'mlops.training')"
+        " if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJ_ROOT, env=cli_env(settings))
 
 
 def test_nothing_deployed_gives_a_clear_error(tmp_path):
