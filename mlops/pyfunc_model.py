@@ -6,12 +6,17 @@ refused unless its sha256 equals the one recorded in the model's config when it 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
 from mlflow.models import set_model
 
 from mlops.integrity import sha256_file
+
+# MLflow suggests type hints on ``predict`` when the class is defined; our models are logged with an
+# explicit signature and input example instead, so the hint is noise in every training and deployment.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class PickledModel(mlflow.pyfunc.PythonModel):

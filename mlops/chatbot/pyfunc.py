@@ -23,6 +23,7 @@ import asyncio.base_events
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -54,6 +55,11 @@ def enable_nodelay_on_prebound_sockets() -> None:
     """Have asyncio set ``TCP_NODELAY`` on accepted TCP sockets whatever their ``proto`` (idempotent)."""
     if hasattr(socket, "TCP_NODELAY"):
         asyncio.base_events._set_nodelay = _set_nodelay
+
+
+# MLflow suggests type hints on ``predict`` when the class is defined; our models are logged with an
+# explicit signature and input example instead, so the hint is noise in every training and deployment.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class TravelChatbotModel(mlflow.pyfunc.PythonModel):
