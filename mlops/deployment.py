@@ -264,11 +264,19 @@ def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) ->
 
 
 # ------------------------------------------------------------------------------------- promotion
+def current_registry_id() -> str:
+    """A short fingerprint of the model registry in use (the URI itself may hold a password)."""
+    import mlflow
+
+    return sha256_bytes(mlflow.get_registry_uri().encode())[:16]
+
+
 def _release_manifest(candidates: dict[str, Candidate], release: str, previous: dict | None) -> dict:
     manifest = {
         "deployed_at": datetime.now(UTC).isoformat(),
         "deployed_by": getpass.getuser(),
         "release": release,
+        "registry_id": current_registry_id(),  # the versions below are numbered in this registry
         "models": {
             key: {
                 "registered_model": key,
@@ -343,19 +351,60 @@ def _history_record(action: str, outcome: str, manifest: dict | None, reason: st
 
 
 def set_aliases(manifest: dict) -> None:
-    """Point ``champion`` at the live versions and ``previous`` at the ones before them."""
+    """Point ``champion`` at the live versions and ``previous`` at the ones before them.
+
+    A deployment made with another registry (the tracking store was moved or replaced, the models
+    folder kept) has version numbers that mean nothing here: its aliases are not set, and when it is
+    the live one the ``champion`` aliases of this registry are removed, since nothing of this
+    registry is serving. The manifest, not the aliases, decides what serves.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
+    here = current_registry_id()
     previous = manifest.get("previous") or {}
+    live_here = manifest.get("registry_id", here) == here
+    previous_here = bool(previous) and previous.get("registry_id", here) == here
     for key, version in _versions(manifest).items():
-        client.set_registered_model_alias(key, "champion", version)
+        if live_here:
+            _set_alias(client, key, "champion", version)
+        else:
+            _drop_alias(client, key, "champion")
         old = _versions(previous).get(key)
-        if old and old != version:
-            client.set_registered_model_alias(key, "previous", old)
-    for alias, entry in (("champion", manifest), ("previous", previous)):
-        if entry.get("travel_chatbot_version"):
-            client.set_registered_model_alias(CHATBOT_MODEL, alias, str(entry["travel_chatbot_version"]))
+        if previous_here and old and old != version:
+            _set_alias(client, key, "previous", old)
+    for alias, entry, ours in (("champion", manifest, live_here), ("previous", previous, previous_here)):
+        if ours and entry.get("travel_chatbot_version"):
+            _set_alias(client, CHATBOT_MODEL, alias, str(entry["travel_chatbot_version"]))
+        elif alias == "champion" and not ours:
+            _drop_alias(client, CHATBOT_MODEL, alias)
+    for name, entry, ours in (("live", manifest, live_here), ("previous", previous, previous_here)):
+        if entry and not ours:
+            logger.warning(
+                "the %s deployment (release %s) was registered in another model registry; its aliases are "
+                "not set in this one (%s)", name, entry.get("release"), mlflow.get_registry_uri().split("@")[-1],
+            )  # fmt: skip
+
+
+def _set_alias(client, name: str, alias: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        logger.warning("%s v%s is not in this model registry; alias '%s' not set", name, version, alias)
+
+
+def _drop_alias(client, name: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
 
 
 def register_chatbot(models_dir: Path, manifest: dict) -> str:

@@ -6,17 +6,13 @@ refused unless its sha256 equals the one recorded in the model's config when it 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.models import set_model
 
 from mlops.integrity import sha256_file
-
-# MLflow suggests type hints on ``predict`` when the class is defined; our models are logged with an
-# explicit signature and input example instead, so the hint is noise in every training and deployment.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class PickledModel(mlflow.pyfunc.PythonModel):
@@ -30,7 +26,7 @@ class PickledModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"{path}: sha256 {actual} does not match the logged {expected}; refusing to load")
         self.model = joblib.load(path)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # pandas: no type-hint validation
         from mlops.tracking import predict_any
 
         texts = model_input.iloc[:, 0].astype(str).tolist() if hasattr(model_input, "iloc") else list(model_input)

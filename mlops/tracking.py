@@ -194,10 +194,14 @@ def predict_any(model, texts: list[str]):
 
 @contextmanager
 def _quiet_model_logging():
-    """Silence two MLflow hints that do not apply: our signature is explicit and our inputs are text."""
+    """Silence MLflow hints that do not apply: our signature is explicit and our inputs are text.
+
+    (The bot is logged without an input example on purpose: MLflow would load and run it to check
+    the example, half a second of every deployment.)
+    """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        warnings.filterwarnings("ignore", message=".*An input example was not provided when logging the model")
         yield
 
 

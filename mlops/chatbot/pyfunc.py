@@ -23,10 +23,10 @@ import asyncio.base_events
 import json
 import os
 import socket
-import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.models import set_model
 
 COLUMNS = ("answer", "intent", "confidence", "sources")
@@ -57,11 +57,6 @@ def enable_nodelay_on_prebound_sockets() -> None:
         asyncio.base_events._set_nodelay = _set_nodelay
 
 
-# MLflow suggests type hints on ``predict`` when the class is defined; our models are logged with an
-# explicit signature and input example instead, so the hint is noise in every training and deployment.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-
-
 class TravelChatbotModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import pickle
@@ -77,7 +72,7 @@ class TravelChatbotModel(mlflow.pyfunc.PythonModel):
                 models[key] = pickle.load(handle)
         self.bot = TravelChatbot(models, {"models": context.model_config.get("versions", {})})
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # pandas: no type-hint validation
         records = []
         for text in input_texts(model_input):
             r = self.bot.process_query(text)
@@ -87,7 +82,6 @@ class TravelChatbotModel(mlflow.pyfunc.PythonModel):
             )  # fmt: skip
         if in_scoring_server():
             return records  # serialised by the server exactly as the DataFrame's records would be
-        import pandas as pd
 
         return pd.DataFrame.from_records(records, columns=list(COLUMNS))
 

@@ -373,3 +373,37 @@ def test_a_registered_model_this_code_cannot_load_is_a_clear_error(tmp_path, tin
     module.unlink()
     with pytest.raises(DeploymentError, match=rf"models:/llm_model/{version} was trained by another version"):
         fetch_candidates(["llm_model"])
+
+
+def test_a_models_folder_kept_across_a_new_tracking_store_deploys_and_rolls_back(tmp_path, tiny_data_dir, caplog):
+    """The store is replaced, models/ kept: the old deployment's version numbers mean nothing in the new one."""
+    first = settings_for(tmp_path / "a", tiny_data_dir)
+    run_training(first)
+    first_release = deploy(first).manifest["release"]
+    same_models = {"deployment_config.yaml": {"deployment": {"models_dir": str(first.models_dir)}}}
+    second = settings_for(tmp_path / "b", tiny_data_dir, same_models)
+    run_training(second)
+    run_training(second, models=["llm_model"])  # the new store's llm_model v2: a number the old store also has
+    caplog.set_level("WARNING", logger="mlops.deployment")
+
+    report = deploy(second, force=True)
+
+    assert report.outcome == "deployed" and report.manifest["previous"]["release"] == first_release
+    assert "the previous deployment (release" in caplog.text and "another model registry" in caplog.text
+    client = mlflow.MlflowClient()  # deploy() pointed MLflow at the second store
+
+    def champion(name: str) -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(name, "champion").version)
+        except mlflow.exceptions.MlflowException:
+            return None
+
+    assert champion("llm_model") == "2" and champion("travel_chatbot") == "1"
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("llm_model", "previous")  # v1 of the *old* store must not be named
+
+    assert rollback(second).manifest["release"] == first_release  # files and manifest: the old deployment
+    TravelChatbot.load(first.models_dir).process_query("beaches in sri lanka")
+    assert champion("llm_model") is None and champion("travel_chatbot") is None  # nothing of this store serves
+    assert rollback(second).manifest["release"] == report.manifest["release"]
+    assert champion("llm_model") == "2" and champion("travel_chatbot") == "1"
