@@ -24,7 +24,7 @@ CODE = {
     "rag_model": ("modeling/retrieval.py", "modeling/serving.py", "modeling/embedding.py", "modeling/intent.py"),
 }
 DATA = {
-    "embedding_model": ("intents", "destinations", "sri_lanka", "retrieval"),
+    "embedding_model": ("intents", "destinations", "sri_lanka"),  # never the retrieval queries (they tune rag)
     "llm_model": ("intents", "destinations", "sri_lanka"),  # the knowledge base names the places to mask
     "few_shot_model": ("intents", "destinations", "sri_lanka"),
     "rag_model": ("destinations", "sri_lanka", "retrieval"),
