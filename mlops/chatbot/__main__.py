@@ -15,15 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true", help="do not write the query to the inference log")
     args = parser.parse_args(argv)
     from mlops.config import ConfigError, load_settings
-    from mlops.monitoring.inference_log import InferenceLog
+    from mlops.monitoring.inference_log import InferenceLog, LogSchemaError
 
     try:
         settings = load_settings()
         bot = TravelChatbot.load(args.models_dir or settings.models_dir)
-    except (ConfigError, DeploymentError) as exc:
+        log = None if args.no_log else InferenceLog.from_settings(settings, bot.versions)
+    except (ConfigError, DeploymentError, LogSchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    log = None if args.no_log else InferenceLog.from_settings(settings, bot.versions)
     bot.on_response = log
     result = bot.process_query(" ".join(args.query))
     if log is not None:

@@ -37,6 +37,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -155,6 +156,7 @@ def make_engine(location: str | Path):
         with open(db_path.with_name(db_path.name + ".create-lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             metadata.create_all(engine)
+            upgrade_schema(engine)
         return engine
     try:
         metadata.create_all(engine)
@@ -162,7 +164,48 @@ def make_engine(location: str | Path):
         # another process created the tables between the check and the CREATE (SQLite: "already
         # exists"; PostgreSQL: a duplicate pg_type row or relation)
         metadata.create_all(engine)
+    upgrade_schema(engine)
     return engine
+
+
+class LogSchemaError(RuntimeError):
+    """An existing log lacks a column this version needs and cannot add by itself."""
+
+
+def upgrade_schema(engine) -> list[str]:
+    """Bring tables made by an older version up to date: add the nullable columns they lack.
+
+    ``create_all`` creates missing tables but never touches existing ones. A missing nullable column
+    is added (``ALTER TABLE … ADD COLUMN``, old rows get NULL); a missing required one cannot be
+    filled in for old rows, so it is an error that names the table, the column and the fix.
+
+    Returns:
+        ``table.column`` of each column added.
+    """
+    inspector = inspect(engine)
+    added = []
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise LogSchemaError(
+                    f"{engine.url.render_as_string(hide_password=True)}: table '{table.name}' lacks the required "
+                    f"column '{column.name}' (written by an older version); move the log aside to start a new one"
+                )
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+            except (OperationalError, ProgrammingError):  # another process added it first (a shared server)
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+                continue
+            added.append(f"{table.name}.{column.name}")
+    if added:
+        logger.info("inference log schema upgraded: added %s", ", ".join(added))
+    return added
 
 
 class InferenceLog:
