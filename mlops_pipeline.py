@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
             stopped = services.stop_all(settings)
             print(f"stopped: {', '.join(stopped)}" if stopped else "no service of this project was running")
             return
+        if not args.no_launch:
+            services.check_ports(settings)  # before minutes of work, not after (checked again at launch)
         steps = StepPrinter()
         result = run_pipeline(settings, steps, args.models)
         started = [] if args.no_launch else services.start_all(settings, progress=steps)

@@ -322,6 +322,22 @@ def stop_state(settings: Settings, state: ServiceState, timeout: float = STOP_TI
     return True
 
 
+def check_ports(settings: Settings, names: Iterable[str] | None = None) -> None:
+    """Fail if a port of the named services (all by default) is held by anything but that service.
+
+    Raises:
+        ServiceError: Each busy port, with the process holding it and the config key that moves it.
+    """
+    holders = [
+        f"{spec.title}: port {spec.port} on {spec.host} is in use by {holder}; "
+        f"stop it or choose another port ({spec.config_hint})"
+        for spec in select(settings, names)
+        if spec.port and read_state(settings, spec.name) is None and (holder := port_holder(spec.host, spec.port))
+    ]
+    if holders:
+        raise ServiceError("\n".join(holders))
+
+
 def start_all(
     settings: Settings,
     names: Iterable[str] | None = None,
@@ -334,14 +350,7 @@ def start_all(
         ServiceError: Every service that failed, one reason a line.
     """
     specs = select(settings, names)
-    holders = [
-        f"{spec.title}: port {spec.port} on {spec.host} is in use by {holder}; "
-        f"stop it or choose another port ({spec.config_hint})"
-        for spec in specs
-        if spec.port and read_state(settings, spec.name) is None and (holder := port_holder(spec.host, spec.port))
-    ]
-    if holders:  # report every busy port before starting anything
-        raise ServiceError("\n".join(holders))
+    check_ports(settings, names)  # report every busy port before starting anything
     started: list[tuple[ServiceState, bool]] = []
     try:
         for spec in specs:

@@ -92,3 +92,17 @@ def test_menu_at_a_terminal_reprompts_and_ends_at_ctrl_d(deployed):
     finally:
         menu.close()
     assert menu.exitstatus == 0
+
+
+def test_the_dependency_check_names_each_missing_or_mismatched_package_and_the_fix():
+    from mlops.pipeline import DependencyError, check_dependencies, pinned_requirements
+
+    installed = check_dependencies()  # this very environment satisfies requirements.txt
+    assert set(installed) == set(pinned_requirements()) and installed["mlflow"]
+    wrong = {"pyyaml": "0.0.1", "no-such-package-for-the-check": "1.0", "mlflow": installed["mlflow"]}
+    with pytest.raises(DependencyError) as caught:
+        check_dependencies(wrong)
+    message = str(caught.value)
+    assert "no-such-package-for-the-check is not installed (want 1.0)" in message
+    assert "is installed, 0.0.1 is pinned" in message and "mlflow" not in message.split(".venv")[0]
+    assert message.endswith("Fix with: .venv/bin/pip install -r requirements.txt (or `make setup`)")

@@ -235,3 +235,20 @@ def test_with_a_tracking_server_the_server_is_the_mlflow_ui(tmp_path, tiny_data_
         services.select(settings, ["mlflow_ui"])
     assert services.mlflow_runs_url(settings, "7").startswith(f"{server}/#/experiments/7?")
     assert any(line.startswith("MLflow UI") and server in line for line in services.status_lines(settings))
+
+
+def test_the_pipeline_reports_a_busy_port_before_it_trains_anything(deployed):
+    port = deployed.deployment.chatbot_port
+    client = mlflow.MlflowClient(deployed.tracking_uri)
+    experiment = client.get_experiment_by_name(deployed.mlflow.experiment_name)
+    runs_before = len(client.search_runs([experiment.experiment_id]))
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        out = subprocess.run([sys.executable, "mlops_pipeline.py"], env=cli_env(deployed), cwd=PROJ_ROOT,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 4, out.stderr
+    assert f"port {port} on 127.0.0.1 is in use by pid {os.getpid()}" in out.stderr and "Traceback" not in out.stderr
+    assert "Training" not in out.stdout + out.stderr
+    assert len(client.search_runs([experiment.experiment_id])) == runs_before  # nothing was trained or logged
