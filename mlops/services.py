@@ -76,9 +76,10 @@ class ServiceState:
     command: list[str]
 
 
-def _streamlit(script: str, host: str, port: int, python: str) -> tuple[str, ...]:
+def _streamlit(run: tuple[str, ...], host: str, port: int, python: str) -> tuple[str, ...]:
+    """``run`` is what follows ``python``: ``-m streamlit run <script>``, or a module that ends up there."""
     return (
-        python, "-m", "streamlit", "run", str(PROJ_ROOT / script),
+        python, *run,
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
     )  # fmt: skip
@@ -99,7 +100,7 @@ def service_specs(settings: Settings, python: str = sys.executable) -> dict[str,
     specs = [
         ServiceSpec(
             "dashboard", "Monitoring dashboard", monitoring.host, monitoring.port,
-            _streamlit("mlops/dashboards/mlops_monitoring_dashboard.py", monitoring.host, monitoring.port, python),
+            _streamlit(("-m", "mlops.dashboards.serve"), monitoring.host, monitoring.port, python),  # warm start
             "/_stcore/health", "monitoring.port in monitoring_config.yaml",
         ),
         ServiceSpec(
@@ -110,7 +111,8 @@ def service_specs(settings: Settings, python: str = sys.executable) -> dict[str,
         ),
         ServiceSpec(
             "chatbot", "Chatbot UI", deployment.chatbot_host, deployment.chatbot_port,
-            _streamlit("mlops/chatbot/app.py", deployment.chatbot_host, deployment.chatbot_port, python),
+            _streamlit(("-m", "streamlit", "run", str(PROJ_ROOT / "mlops/chatbot/app.py")),
+                       deployment.chatbot_host, deployment.chatbot_port, python),
             "/_stcore/health", "deployment.chatbot_port in deployment_config.yaml",
         ),
         ServiceSpec(

@@ -11,7 +11,12 @@ project's own, read only) and times ``AppTest`` runs of the page:
 * cold data: the process warm, ``st.cache_data`` cleared: what a user opening the page waits for;
 * warm: the next refresh within the same cache period.
 
-Exits 1 when a cold-data load exceeds ``--budget`` seconds or the page shows an exception.
+With ``--warm-start`` the process first does what ``python -m mlops.dashboards.serve`` (how the
+launchers start the dashboard) does before accepting connections, so the first run is what the
+first visitor after a start waits for.
+
+Exits 1 when a cold-data load (or, with ``--warm-start``, the first view) exceeds ``--budget``
+seconds or the page shows an exception.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=55.0, help="spread the rows over the last N minutes")
     parser.add_argument("--repeat", type=int, default=3, help="cold-data and warm runs to time (default 3)")
     parser.add_argument("--budget", type=float, default=3.0, help="fail when a cold-data load exceeds this (s)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="warm up first, as `python -m mlops.dashboards.serve` does")  # fmt: skip
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
@@ -119,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         write_config(Path(tmp) / "configs", log_path)
         os.environ["MLOPS_CONFIG_DIR"] = str(Path(tmp) / "configs")
 
+        warm_up_s = None
+        if args.warm_start:
+            from mlops.dashboards.serve import warm_up
+
+            tic = time.perf_counter()
+            warm_up()
+            warm_up_s = time.perf_counter() - tic
         first = time_page(clear_cache=True)
         cold = [time_page(clear_cache=True) for _ in range(args.repeat)]
         warm = [time_page(clear_cache=False) for _ in range(args.repeat)]
@@ -128,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     cold_s = [wall for wall, _, _ in cold]
     print(f"page load with {args.rows:,} logged queries (Requests metric shows {shown}), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")  # fmt: skip
-    print(f"  first run (fresh process: imports, MLflow start-up): {first[0]:.2f} s wall, {first[1]:.2f} s CPU")
+    if warm_up_s is None:
+        print(f"  first run (fresh process: imports, MLflow start-up): {first[0]:.2f} s wall, {first[1]:.2f} s CPU")
+    else:
+        print(f"  server warm-up before accepting visitors: {warm_up_s:.2f} s")
+        print(f"  first run after the warm-up (first visitor): {first[0]:.2f} s wall, {first[1]:.2f} s CPU")
     for name, runs in ((f"cold data (caches cleared), median of {args.repeat}", cold),
                        (f"warm (cached refresh), median of {args.repeat}     ", warm)):  # fmt: skip
         wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
@@ -136,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  slowest cold-data load: {max(cold_s):.2f} s wall (budget {args.budget:.1f} s)")
     if failed:
         print(f"FAIL: the page showed an exception: {failed[0].exception[0].value}")
+        return 1
+    if warm_up_s is not None and first[0] > args.budget:
+        print(f"FAIL: the first view after the warm start took {first[0]:.2f} s > {args.budget:.1f} s")
         return 1
     if max(cold_s) > args.budget:
         print(f"FAIL: a cold-data load took {max(cold_s):.2f} s > {args.budget:.1f} s")
