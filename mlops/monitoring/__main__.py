@@ -72,12 +72,12 @@ def _serve_metrics(settings: Settings, args: argparse.Namespace) -> int:
 
 def _drift(settings: Settings, args: argparse.Namespace) -> int:
     from mlops.monitoring import stats
-    from mlops.monitoring.drift import drift_report, reference_profile
+    from mlops.monitoring.drift import deployed_encoder, drift_report, reference_profile
     from mlops.monitoring.inference_log import read_log
 
     now = time.time()
     live = stats.window(read_log(settings.inference_log_url, since=now - args.minutes * 60), args.minutes, now)
-    report = drift_report(reference_profile(settings), live)
+    report = drift_report(reference_profile(settings), live, deployed_encoder(settings))
     print(f"{len(live)} live queries in the last {args.minutes} min vs the deployment of {report.deployed_at}")
     for row in report.rows:
         score = "-" if row["score"] is None else f"{row['score']:.3f}"

@@ -239,7 +239,7 @@ def _mean(frame: pd.DataFrame, column: str) -> float | None:
 def _drift(settings: Settings, frame: pd.DataFrame, rule: AlertRule) -> Measurement:
     from mlops.chatbot.bot import DeploymentError
     from mlops.data import DataValidationError
-    from mlops.monitoring.drift import drift_report, reference_profile
+    from mlops.monitoring.drift import deployed_encoder, drift_report, reference_profile
 
     if len(frame) < rule.min_samples:
         return Measurement(None, len(frame))  # not worth loading the reference
@@ -248,7 +248,7 @@ def _drift(settings: Settings, frame: pd.DataFrame, rule: AlertRule) -> Measurem
     except (DeploymentError, DataValidationError, ValueError) as exc:
         logger.info("drift: no reference profile: %s", exc)
         return Measurement(None, len(frame), "no reference profile")
-    report = drift_report(reference, frame)
+    report = drift_report(reference, frame, deployed_encoder(settings))  # the dashboard's signals, all of them
     worst = [row["signal"] for row in report.rows if row["drifted"]]
     return Measurement(report.score, len(frame), f"drifted: {', '.join(worst)}" if worst else "")
 

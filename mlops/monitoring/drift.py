@@ -292,6 +292,27 @@ def _write_atomic(path: Path, data: dict) -> None:
     os.replace(handle.name, path)
 
 
+_ENCODERS: dict[tuple[str, str], object] = {}  # (models folder, deployed_at) -> encoder, per process
+
+
+def deployed_encoder(settings: Settings):
+    """The deployed ``rag_model``'s query encoder (for the embedding signal), or None if nothing loads.
+
+    Loaded once per deployment in a process, so the alert loop does not re-verify the files each cycle.
+    """
+    from mlops.chatbot.bot import DeploymentError, TravelChatbot, read_manifest
+
+    try:
+        key = (str(settings.models_dir), read_manifest(settings.models_dir).get("deployed_at") or "unknown")
+        if key not in _ENCODERS:
+            _ENCODERS.clear()
+            _ENCODERS[key] = getattr(TravelChatbot.load(settings.models_dir).rag_model, "encoder", None)
+        return _ENCODERS[key]
+    except DeploymentError as exc:
+        logger.info("drift: no deployed encoder, the embedding signal is left out: %s", exc)
+        return None
+
+
 def reference_profile(settings: Settings, bot=None, datasets=None) -> dict:
     """The reference profile of the current deployment, from the cache or built (and cached) now.
 

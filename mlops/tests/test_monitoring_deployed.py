@@ -153,6 +153,13 @@ def test_check_collects_canary_and_drift_and_prometheus_names_the_versions(deplo
     assert "intent_psi" in results["drift_score"].detail
     assert "drift_score" in {event.rule for event in sent}
     assert not canary.due(settings, now=now + 1)  # the check ran it
+    reference = drift.reference_profile(settings)
+    with_encoder = drift.drift_report(reference, read_log(settings.inference_log_url), drift.deployed_encoder(settings))
+    assert "embedding_shift" in {row["signal"] for row in with_encoder.rows}  # the alert rule sees it too
+    assert results["drift_score"].value == pytest.approx(with_encoder.score)
+    env = {**cli_env(settings), "MLOPS_INFERENCE_LOG": settings.inference_log_url}
+    cli = subprocess.run([sys.executable, "-m", "mlops.monitoring", "drift"], env=env, capture_output=True, text=True)
+    assert cli.returncode == 0 and "embedding_shift" in cli.stdout and "300 live queries" in cli.stdout, cli.stderr
 
     found = samples(render(settings, clock=lambda: now))
     bot = TravelChatbot.load(settings.models_dir)
