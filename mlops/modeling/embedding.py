@@ -148,6 +148,45 @@ def _fit(model, dataset, loss, *, epochs: int, batch_size: int, lr: float, sampl
     trainer.train()
 
 
+def distill_static(transformer_model, embedding_dim: int, batch_size: int = 512):
+    """A ``StaticEmbedding`` distilled from a transformer sentence model (the model2vec recipe, short).
+
+    Every token of the model's own vocabulary goes through the transformer alone (``[CLS] token
+    [SEP]``); the mean of its output states becomes that token's vector. The table is reduced to
+    ``embedding_dim`` with PCA and each token weighted down by its Zipf frequency rank, as model2vec
+    does, so frequent sub-words count less. Serving then needs the tokenizer and the table only.
+
+    Args:
+        transformer_model: A loaded ``SentenceTransformer`` whose first module wraps a Hugging Face model.
+        embedding_dim: Width of the distilled table (at most the transformer's hidden size).
+        batch_size: Tokens per forward pass.
+    """
+    import torch
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    first = transformer_model[0]
+    hf_tokenizer, network = first.tokenizer, first.auto_model.eval()
+    size = hf_tokenizer.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+    cls_id, sep_id = hf_tokenizer.cls_token_id, hf_tokenizer.sep_token_id
+    vectors = []
+    with torch.inference_mode():
+        for start in range(0, size, batch_size):
+            ids = torch.arange(start, min(start + batch_size, size)).unsqueeze(1)
+            batch = torch.cat([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1)
+            states = network(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
+            vectors.append(states.mean(dim=1).numpy())
+    table = np.concatenate(vectors).astype(np.float64)
+    table -= table.mean(axis=0)
+    dim = min(embedding_dim, table.shape[1])
+    _, _, components = np.linalg.svd(table, full_matrices=False)
+    table = table @ components[:dim].T
+    table *= np.log1p(np.arange(size, dtype=np.float64))[:, None] / np.log1p(size)  # Zipf: id ~ frequency rank
+    logger.info("distilled a %d x %d static table from %s", size, dim, type(network).__name__)
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_truncation()
+    return StaticEmbedding(tokenizer, embedding_weights=table.astype(np.float32))
+
+
 def train_embedding(
     labelled: Sequence[tuple[str, str]],
     pairs: Sequence[tuple[str, str]],
@@ -195,10 +234,12 @@ def train_embedding(
             raise ValueError(f"training.embedding_model.base_model: '{base_model}' is not a local folder")
         model = SentenceTransformer(base_model, device="cpu", local_files_only=True)
         if not isinstance(model[0], StaticEmbedding):
-            raise ValueError(
-                f"training.embedding_model.base_model: '{base_model}' is a {type(model[0]).__name__} model; "
-                "only StaticEmbedding models can be served without torch"
-            )
+            if not hasattr(model[0], "auto_model"):
+                raise ValueError(
+                    f"training.embedding_model.base_model: '{base_model}' starts with a {type(model[0]).__name__}; "
+                    "a StaticEmbedding or a Hugging Face transformer model is needed"
+                )
+            model = SentenceTransformer(modules=[distill_static(model, embedding_dim), Normalize()], device="cpu")
         if not any(isinstance(module, Normalize) for module in model):
             model.append(Normalize())
     else:

@@ -183,3 +183,42 @@ def test_retrieval_tunes_its_mention_boosts_on_dev_and_never_does_worse_there(se
         assert model.name_boost in (0.0, 0.1, 0.3) and model.country_boost in (0.0, 0.1)
         assert model.evaluate(queries, relevant)["mrr"] >= before
     assert (model.name_boost, model.country_boost) != (1.0, 1.0)
+
+
+def test_a_local_transformer_base_model_is_distilled_into_a_table_numpy_serves(setup, tmp_path):
+    """`embedding_model.base_model` may name a local transformer sentence model: no download, no torch to serve."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from mlops.modeling.embedding import train_embedding
+    from mlops.training import kb_pairs
+
+    _, data, _ = setup
+    train = data.intent_split("train").groupby("intent").head(6)
+    words = sorted({w for text in train["text"] for w in text.lower().split() if w.isalpha()})
+    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    wordpiece = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    wordpiece.normalizer, wordpiece.pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    hf = tmp_path / "tiny-bert"  # a small random BERT standing in for a pretrained model the user has on disk
+    PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(hf)  # fmt: skip
+    config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(hf)
+    base = tmp_path / "base-sentence-model"
+    SentenceTransformer(modules=[Transformer(str(hf)), Pooling(32)], device="cpu").save(str(base))
+
+    model, encoder = train_embedding(
+        list(zip(train["text"], train["intent"], strict=True)), kb_pairs(data)[:64], list(train["text"]),
+        vocab_size=500, embedding_dim=16, epochs=1, batch_size=16, learning_rate=0.01, seed=0,
+        workdir=tmp_path / "work", base_model=str(base),
+    )  # fmt: skip
+
+    assert encoder.weights.shape == (len(words) + 5, 16)  # the base's vocabulary, reduced to embedding_dim
+    queries = ["leopards in yala", "hello there", "zzqx unknown words"]
+    assert np.allclose(encoder.encode(queries), model.encode(queries, convert_to_numpy=True), atol=1e-5)
+    with pytest.raises(ValueError, match="is not a local folder"):
+        train_embedding([], [], [], vocab_size=10, embedding_dim=4, epochs=1, batch_size=4, learning_rate=0.1,
+                        seed=0, workdir=tmp_path, base_model="sentence-transformers/all-MiniLM-L6-v2")  # fmt: skip
