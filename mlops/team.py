@@ -2,7 +2,7 @@
 
 The profile is derived from the configured URIs, never from a flag: an ``http(s)://`` tracking URI
 (an ``mlflow server``), a database tracking URI (PostgreSQL) or a non-SQLite inference log make it
-``team``; SQLite files make it ``local``. ``mlops/configs/team/`` (``MLOPS_CONFIG_DIR``) is the
+``team``; SQLite files make it ``local``. ``mlops/profiles/team/`` (``MLOPS_CONFIG_DIR``) is the
 documented overlay; ``docs/TEAM.md`` walks through it.
 
 - :func:`check_remote_services` asks each shared service for its version and proves it can be

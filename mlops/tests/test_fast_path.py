@@ -41,6 +41,22 @@ def test_cold_warm_changed_config_and_forced_runs(tmp_path, tiny_data_dir):
     assert set(forced.trained) == set(MODEL_KEYS)
 
 
+def test_a_changed_data_file_retrains_exactly_the_models_that_read_it(tmp_path, tiny_data_dir, copy_data):
+    data_dir = copy_data(tiny_data_dir)
+    open_gates = {"deployment_config.yaml": {"deployment": {"gates": {"tolerance": 1.0}}}}
+    settings = settings_for(tmp_path, data_dir, open_gates)
+    cold = run_fast_path(settings, lambda _: None)
+    path = data_dir / "retrieval_eval.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # one retrieval query fewer
+
+    after = run_fast_path(settings_for(tmp_path, data_dir, open_gates), lambda _: None)
+
+    assert list(after.trained) == ["rag_model"]  # only rag_model reads retrieval_eval.csv
+    assert after.reused == {key: cold.trained[key] for key in MODEL_KEYS if key != "rag_model"}
+    assert after.deployment.manifest["models"]["rag_model"]["version"] == after.trained["rag_model"]
+
+
 def test_fingerprints_follow_their_inputs(tmp_path, tiny_data_dir, copy_data):
     settings = settings_for(tmp_path, tiny_data_dir)
     base = model_fingerprints(settings, load_datasets(tiny_data_dir))
