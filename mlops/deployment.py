@@ -360,6 +360,8 @@ def set_aliases(manifest: dict) -> None:
     """
     import mlflow
 
+    from mlops.team import hide_password
+
     client = mlflow.MlflowClient()
     here = current_registry_id()
     previous = manifest.get("previous") or {}
@@ -382,7 +384,7 @@ def set_aliases(manifest: dict) -> None:
         if entry and not ours:
             logger.warning(
                 "the %s deployment (release %s) was registered in another model registry; its aliases are "
-                "not set in this one (%s)", name, entry.get("release"), mlflow.get_registry_uri().split("@")[-1],
+                "not set in this one (%s)", name, entry.get("release"), hide_password(mlflow.get_registry_uri()),
             )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from mlops.config import PROJ_ROOT, Settings
+from mlops.processes import process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -166,11 +167,7 @@ def read_state(settings: Settings, name: str) -> ServiceState | None:
 
 
 def _alive(state: ServiceState) -> bool:
-    try:
-        process = psutil.Process(state.pid)
-        return abs(process.create_time() - state.create_time) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    return process_alive(state.pid, state.create_time)
 
 
 def _write_state(settings: Settings, state: ServiceState) -> None:

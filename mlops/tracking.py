@@ -140,11 +140,12 @@ def owner_tags() -> dict[str, str]:
 
 
 def _process_alive(pid: str, started: str) -> bool:
-    import psutil
+    """From a run's owner tags: the start time is written to 0.01 s, so it must match that closely."""
+    from mlops.processes import process_alive
 
     try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" == started  # not a reused PID
-    except (psutil.NoSuchProcess, ValueError):
+        return process_alive(int(pid), float(started), tolerance_s=0.01)
+    except ValueError:  # a tag that is missing or not a number
         return False
 
 

@@ -30,7 +30,7 @@ from mlops.evaluation import evaluate
 from mlops.fingerprint import TAG, model_fingerprints
 from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
-from mlops.modeling.intent import IntentClassifier, expected_calibration_error, intent_metrics, place_vocabulary
+from mlops.modeling.intent import build_intent_model, expected_calibration_error, intent_metrics, place_vocabulary
 from mlops.modeling.retrieval import RetrievalModel, build_documents, ranking_metrics
 
 logger = logging.getLogger(__name__)
@@ -121,21 +121,12 @@ def train_llm_model(data: Datasets, settings: Settings) -> TrainedModel:
     cfg = settings.training.llm_model
     train, val, test = (data.intent_split(s) for s in ("train", "val", "test"))
 
-    def classifier() -> IntentClassifier:
-        return IntentClassifier(
-            word_ngram_max=cfg.word_ngram_max,
-            char_ngram_min=cfg.char_ngram_min,
-            char_ngram_max=cfg.char_ngram_max,
-            C=cfg.C,
-            calibration_folds=cfg.calibration_folds,
-            places=place_vocabulary(knowledge_base_places(data)),
-            seed=settings.training.seed,
-        )
-
-    model = classifier().fit(train["text"], train["intent"])
+    places, seed = place_vocabulary(knowledge_base_places(data)), settings.training.seed
+    model = build_intent_model(cfg, places, seed).fit(train["text"], train["intent"])
     threshold = model.tune_threshold(val["text"], val["intent"], cfg.oos_weight)
     if cfg.refit_on_val:  # the threshold is chosen on val by a model that never saw it; then val trains too
-        model = classifier().fit(pd.concat([train["text"], val["text"]]), pd.concat([train["intent"], val["intent"]]))
+        both = pd.concat([train, val])
+        model = build_intent_model(cfg, places, seed).fit(both["text"], both["intent"])
         model.oos_threshold = threshold
     pairs = model.predict_with_confidence(test["text"])
     predicted = np.array([p[0] for p in pairs], dtype=object)

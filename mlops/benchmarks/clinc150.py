@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from mlops.config import PROJ_ROOT, IntentSettings, Settings
-from mlops.modeling.intent import IntentClassifier, intent_metrics
+from mlops.modeling.intent import IntentClassifier, build_intent_model, intent_metrics
 from mlops.taxonomy import OUT_OF_SCOPE
 
 DEFAULT_DIR = PROJ_ROOT.parent / "shared" / "benchmarks" / "clinc150"
@@ -163,19 +163,6 @@ def subsample(clinc: Clinc, intents: int, per_intent: int, seed: int = 0) -> Cli
 
 
 # ------------------------------------------------------------------------------------ intent model
-def build_intent_model(cfg: IntentSettings, places: Sequence[str], seed: int) -> IntentClassifier:
-    """The intent model exactly as ``llm_model`` is built from its settings."""
-    return IntentClassifier(
-        word_ngram_max=cfg.word_ngram_max,
-        char_ngram_min=cfg.char_ngram_min,
-        char_ngram_max=cfg.char_ngram_max,
-        C=cfg.C,
-        calibration_folds=cfg.calibration_folds,
-        places=places,
-        seed=seed,
-    )
-
-
 def tune_on_validation(model: IntentClassifier, val: Split, oos_weight: float) -> float:
     """Choose the out-of-scope threshold on the validation split (the test split is never seen)."""
     return model.tune_threshold(val.texts, val.labels, oos_weight)

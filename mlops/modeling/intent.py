@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -25,6 +26,9 @@ from sklearn.svm import LinearSVC
 
 from mlops.modeling.text import normalize, normalize_batch  # noqa: F401 (pickled pipelines name it here)
 from mlops.taxonomy import OUT_OF_SCOPE
+
+if TYPE_CHECKING:
+    from mlops.config import IntentSettings
 
 PLACE_TOKEN = " placename "
 # Words of place names too generic to stand for a place on their own.
@@ -255,6 +259,19 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
                 best_score, best_threshold = score, float(threshold)
         self.oos_threshold = best_threshold
         return best_threshold
+
+
+def build_intent_model(cfg: IntentSettings, places: Sequence[str], seed: int) -> IntentClassifier:
+    """An unfitted intent model from its settings (``training.llm_model``): training and CLINC150 alike."""
+    return IntentClassifier(
+        word_ngram_max=cfg.word_ngram_max,
+        char_ngram_min=cfg.char_ngram_min,
+        char_ngram_max=cfg.char_ngram_max,
+        C=cfg.C,
+        calibration_folds=cfg.calibration_folds,
+        places=places,
+        seed=seed,
+    )
 
 
 def intent_metrics(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
