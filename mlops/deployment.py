@@ -38,6 +38,7 @@ from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.evaluation import GATE_METRICS, evaluate, latency_p95_ms, single_query_call
 from mlops.integrity import sha256_bytes
+from mlops.modeling.serving import to_serving
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +70,11 @@ class Candidate:
     version: str
     run_id: str
     registered_sha256: str
-    payload: bytes = b""
+    payload: bytes = b""  # the pickled serving twin written to models/
+    model: Any = None  # that twin, loaded
     sha256: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     latency_p95_ms: float = 0.0
-
-
-def to_serving(model):
-    """What is deployed for a trained model: its numpy serving twin where it has one."""
-    return model.serving_twin() if hasattr(model, "serving_twin") else model
 
 
 @dataclass
@@ -236,13 +233,31 @@ def _champion_metrics(key: str, champion: dict, models_dir: Path, data: Datasets
         return None
 
 
+def _unpickle_twin(key: str, version: str, payload: bytes) -> Any:
+    """A (verified) serving twin, or a clear error if it was pickled by a version of the code that is gone."""
+    from mlops.tracking import IncompatibleModelError
+
+    try:
+        return pickle.loads(payload)
+    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        raise IncompatibleModelError(
+            f"models:/{key}/{version} was trained by another version of this code ({exc}); "
+            "retrain it: python mlops/scripts/train_chatbot_models.py"
+        ) from None
+
+
 def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) -> dict[str, Candidate]:
     """Load (sha256-verified) the given or else the newest registered version of each model.
 
     Raises:
         DeploymentError: A model has no registered version, or one this code can no longer load.
     """
-    from mlops.tracking import IncompatibleModelError, load_model_version, registered_version
+    from mlops.tracking import (
+        IncompatibleModelError,
+        load_model_version,
+        registered_serving_payload,
+        registered_version,
+    )
 
     candidates = {}
     for key in keys:
@@ -251,13 +266,18 @@ def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) ->
             raise DeploymentError(
                 f"no registered version of {key}; train first (python mlops/scripts/train_chatbot_models.py)"
             )
+        # Each file is verified against its sha256 tag before anything is unpickled.
         try:
-            model = load_model_version(key, model_version)
-        except IncompatibleModelError as exc:
+            payload = registered_serving_payload(key, model_version)
+            if payload is None:  # logged before serving twins were logged with the model: convert here
+                twin = to_serving(load_model_version(key, model_version))
+                payload = pickle.dumps(twin, protocol=5)
+            else:
+                twin = _unpickle_twin(key, str(model_version.version), payload)
+        except (IncompatibleModelError, ValueError) as exc:
             raise DeploymentError(str(exc)) from None
-        # the file was verified against this tag before it was unpickled
         candidate = Candidate(key, str(model_version.version), model_version.run_id, model_version.tags["sha256"])
-        candidate.payload = pickle.dumps(to_serving(model), protocol=5)
+        candidate.payload, candidate.model = payload, twin
         candidate.sha256 = sha256_bytes(candidate.payload)
         candidates[key] = candidate
     return candidates
@@ -503,7 +523,7 @@ def deploy(
         champion_metrics: dict[str, dict[str, float]] = {}
         for key, candidate in candidates.items():
             say(f"Validating {key} v{candidate.version}")
-            candidate.metrics, candidate.latency_p95_ms = _score(key, pickle.loads(candidate.payload), data, settings)
+            candidate.metrics, candidate.latency_p95_ms = _score(key, candidate.model, data, settings)
             failures += _gate_failures(candidate, settings)
             champion = (live or {}).get("models", {}).get(key)
             if champion and str(champion["version"]) != candidate.version and not force:

@@ -16,7 +16,8 @@ from mlops.integrity import sha256_bytes, sha256_file
 
 TAG = "input_fingerprint"
 _PACKAGE = PROJ_ROOT / "mlops"
-_COMMON_CODE = ("training.py", "evaluation.py", "data.py", "taxonomy.py", "modeling/text.py")
+# modeling/serving.py: every model's serving twin is made at training and logged with it
+_COMMON_CODE = ("training.py", "evaluation.py", "data.py", "taxonomy.py", "modeling/text.py", "modeling/serving.py")
 CODE = {
     "embedding_model": ("modeling/embedding.py", "modeling/retrieval.py"),
     "llm_model": ("modeling/intent.py",),

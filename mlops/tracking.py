@@ -23,6 +23,8 @@ from mlops.integrity import sha256_bytes, sha256_file
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pkl"
+SERVING_SUFFIX = ".serving.pkl"  # the serving twin logged beside each model's joblib file
+SERVING_TAG = "serving_sha256"
 PIP_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "joblib", "tokenizers")
 
 
@@ -207,7 +209,12 @@ def _quiet_model_logging():
 
 
 def log_pickled_model(
-    key: str, model_path: Path, example: list[str], register: bool, tags: dict[str, str] | None = None
+    key: str,
+    model_path: Path,
+    example: list[str],
+    register: bool,
+    tags: dict[str, str] | None = None,
+    serving_path: Path | None = None,
 ) -> dict:
     """Log a joblib-pickled model as a pyfunc in the active run and optionally register it.
 
@@ -217,6 +224,9 @@ def log_pickled_model(
         example: A few raw queries used as input example and for the signature.
         register: Register a new version under ``key``.
         tags: Extra tags for the registered version (e.g. its input fingerprint).
+        serving_path: The pickled numpy serving twin (what a deployment writes to ``models/``), logged
+            beside the model with its sha256 as the tag ``serving_sha256``, so that deploying needs
+            neither scikit-learn nor the training classes.
 
     Returns:
         ``{"model_uri", "version", "sha256"}`` (version is None when not registered).
@@ -234,7 +244,7 @@ def log_pickled_model(
             name=key,
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             model_config={"sha256": digest},
-            artifacts={"model": str(model_path)},
+            artifacts={"model": str(model_path), **({"serving": str(serving_path)} if serving_path else {})},
             signature=infer_signature(frame, output),
             input_example=frame,
             pip_requirements=pip_requirements(),
@@ -244,6 +254,8 @@ def log_pickled_model(
     model_version = getattr(info, "registered_model_version", None)
     if register and model_version is not None:
         client = mlflow.MlflowClient()
+        if serving_path is not None:
+            tags = {**(tags or {}), SERVING_TAG: sha256_bytes(serving_path.read_bytes())}
         for name, value in {"sha256": digest, **(tags or {})}.items():
             client.set_model_version_tag(key, str(model_version), name, value)
     return {
@@ -306,7 +318,7 @@ def download_registered_pickle(key: str, model_version, dest: Path) -> Path:
     local = Path(
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{key}/{model_version.version}", dst_path=str(dest))
     )
-    found = sorted(local.glob("artifacts/*.pkl"))
+    found = sorted(path for path in local.glob("artifacts/*.pkl") if not path.name.endswith(SERVING_SUFFIX))
     if not found:
         raise ValueError(f"models:/{key}/{model_version.version} holds no pickled model under artifacts/")
     expected = model_version.tags.get("sha256")
@@ -321,6 +333,35 @@ def registered_version(key: str, version: str | None = None):
     import mlflow
 
     return latest_version(key) if version is None else mlflow.MlflowClient().get_model_version(key, version)
+
+
+def registered_serving_payload(key: str, model_version) -> bytes | None:
+    """The pickled serving twin logged with a registered version, verified against its sha256 tag.
+
+    Returns:
+        The pickle's bytes, or None for a version logged before serving twins were (then the
+        deployment converts the model itself).
+
+    Raises:
+        ValueError: The file is missing or its sha256 differs from the tag.
+    """
+    import tempfile
+
+    import mlflow
+
+    expected = model_version.tags.get(SERVING_TAG)
+    if not expected:
+        return None
+    uri = f"models:/{key}/{model_version.version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        found = sorted(local.glob(f"artifacts/*{SERVING_SUFFIX}"))
+        if not found:
+            raise ValueError(f"{uri} is tagged {SERVING_TAG} but holds no artifacts/*{SERVING_SUFFIX}")
+        payload = found[0].read_bytes()
+    if sha256_bytes(payload) != expected:
+        raise ValueError(f"{uri}: serving twin sha256 {sha256_bytes(payload)} differs from the logged {expected}")
+    return payload
 
 
 class IncompatibleModelError(ValueError):

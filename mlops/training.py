@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import tempfile
 import time
 import warnings
@@ -26,12 +27,13 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
-from mlops.evaluation import evaluate
+from mlops.evaluation import evaluate, expected_calibration_error, intent_metrics, ranking_metrics
 from mlops.fingerprint import TAG, model_fingerprints
 from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
-from mlops.modeling.intent import build_intent_model, expected_calibration_error, intent_metrics, place_vocabulary
-from mlops.modeling.retrieval import RetrievalModel, build_documents, ranking_metrics
+from mlops.modeling.intent import build_intent_model, place_vocabulary
+from mlops.modeling.retrieval import RetrievalModel, build_documents
+from mlops.modeling.serving import to_serving
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ def _log_model_run(
 ) -> dict:
     import mlflow
 
-    from mlops.tracking import log_pickled_model, owner_tags
+    from mlops.tracking import SERVING_SUFFIX, log_pickled_model, owner_tags
 
     sources = {
         "intents": "intents",
@@ -281,8 +283,15 @@ def _log_model_run(
             mlflow.log_artifacts(str(folder), name)
         model_path = workdir / f"{trained.key}.pkl"
         joblib.dump(trained.model, model_path, compress=3)
+        serving_path = workdir / f"{trained.key}{SERVING_SUFFIX}"
+        serving_path.write_bytes(pickle.dumps(to_serving(trained.model), protocol=5))
         logged = log_pickled_model(
-            trained.key, model_path, EXAMPLE_QUERIES, settings.mlflow.register_models, tags={TAG: fingerprint}
+            trained.key,
+            model_path,
+            EXAMPLE_QUERIES,
+            settings.mlflow.register_models,
+            tags={TAG: fingerprint},
+            serving_path=serving_path,
         )
         return {"run_id": run.info.run_id, **logged}
 

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from mlops.config import PROJ_ROOT, IntentSettings, Settings
-from mlops.modeling.intent import IntentClassifier, build_intent_model, intent_metrics
+from mlops.evaluation import intent_metrics
+from mlops.modeling.intent import IntentClassifier, build_intent_model
 from mlops.taxonomy import OUT_OF_SCOPE
 
 DEFAULT_DIR = PROJ_ROOT.parent / "shared" / "benchmarks" / "clinc150"

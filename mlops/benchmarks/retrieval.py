@@ -112,7 +112,7 @@ def evaluate(
     relevant: Sequence[Sequence[str]],
 ) -> dict[str, float]:
     """hit@1, hit@3, MRR of ``scorer`` and its per-query latency (one query at a time, top-3 sorted)."""
-    from mlops.modeling.retrieval import ranking_metrics
+    from mlops.evaluation import ranking_metrics
 
     rows, latencies = [], []
     for query in queries:

@@ -46,9 +46,16 @@ def in_scoring_server() -> bool:
     return os.environ.get(SERVING_FLAG, "").lower() == "true"
 
 
+# asyncio's own function, even when another copy of this module (MLflow loads this file as model code) replaced it
+ASYNCIO_SET_NODELAY = getattr(asyncio.base_events._set_nodelay, "asyncio_original", asyncio.base_events._set_nodelay)
+
+
 def _set_nodelay(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+_set_nodelay.asyncio_original = ASYNCIO_SET_NODELAY
 
 
 def enable_nodelay_on_prebound_sockets() -> None:

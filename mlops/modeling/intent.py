@@ -18,12 +18,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
+from mlops.evaluation import intent_metrics
 from mlops.modeling.text import normalize, normalize_batch  # noqa: F401 (pickled pipelines name it here)
 from mlops.taxonomy import OUT_OF_SCOPE
 
@@ -272,29 +272,3 @@ def build_intent_model(cfg: IntentSettings, places: Sequence[str], seed: int) ->
         places=places,
         seed=seed,
     )
-
-
-def intent_metrics(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
-    """Accuracy over all classes, macro F1, in-scope accuracy and out-of-scope recall/precision."""
-    truth = np.asarray(truth, dtype=object)
-    predicted = np.asarray(predicted, dtype=object)
-    is_oos = truth == OUT_OF_SCOPE
-    said_oos = predicted == OUT_OF_SCOPE
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-        "in_scope_accuracy": float(np.mean(predicted[~is_oos] == truth[~is_oos])) if (~is_oos).any() else 0.0,
-        "oos_recall": float(np.mean(said_oos[is_oos])) if is_oos.any() else 0.0,
-        "oos_precision": float(np.mean(is_oos[said_oos])) if said_oos.any() else 0.0,
-    }
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """ECE: the mean gap between confidence and accuracy over equal-width confidence bins."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        mask = (confidence > low) & (confidence <= high)
-        if mask.any():
-            total += mask.mean() * abs(confidence[mask].mean() - correct[mask].mean())
-    return float(total)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from mlops.evaluation import ranking_metrics
 from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.serving import PhraseIndex, RetrievalTwin, TfidfTwin
 from mlops.modeling.text import normalize, normalize_batch
@@ -207,20 +208,3 @@ class RetrievalModel:
             self.documents, self.ids, TfidfTwin.from_sklearn(self.vectorizer), postings, self.encoder,
             self.doc_dense, self.names, self.countries, weights, MIN_RELEVANT_SCORE,
         )  # fmt: skip
-
-
-def ranking_metrics(scores: np.ndarray, ids: Sequence[str], relevant: Sequence[Sequence[str]]) -> dict[str, float]:
-    """hit@1, hit@3, hit@5 and MRR of score rows against the relevant ids of each query."""
-    ids = np.asarray(ids)
-    hits1 = hits3 = hits5 = rr = 0.0
-    for row, wanted in zip(scores, relevant, strict=True):
-        ranked = ids[np.argsort(-row, kind="stable")]
-        positions = np.flatnonzero(np.isin(ranked, list(wanted)))
-        first = int(positions[0]) + 1 if len(positions) else None
-        if first:
-            hits1 += first <= 1
-            hits3 += first <= 3
-            hits5 += first <= 5
-            rr += 1.0 / first
-    n = max(len(relevant), 1)
-    return {"hit_at_1": hits1 / n, "hit_at_3": hits3 / n, "hit_at_5": hits5 / n, "mrr": rr / n}

@@ -23,6 +23,11 @@ from mlops.taxonomy import OUT_OF_SCOPE
 _WHITE_SPACES = re.compile(r"\s\s+")
 
 
+def to_serving(model):
+    """What is deployed for a trained model: its numpy serving twin where it has one."""
+    return model.serving_twin() if hasattr(model, "serving_twin") else model
+
+
 class TfidfTwin:
     """What ``TfidfVectorizer.transform`` computes for one document, for the settings we use.
 

@@ -218,7 +218,8 @@ def test_pyfunc_gives_the_scoring_server_the_same_json_as_a_dataframe(monkeypatc
 def test_pyfunc_load_makes_asyncio_set_nodelay_on_prebound_sockets(monkeypatch):
     from mlops.chatbot import pyfunc
 
-    monkeypatch.setattr(asyncio.base_events, "_set_nodelay", asyncio.base_events._set_nodelay)  # restored after
+    # asyncio's own function (an earlier test in this process may have loaded the pyfunc); restored after
+    monkeypatch.setattr(asyncio.base_events, "_set_nodelay", pyfunc.ASYNCIO_SET_NODELAY)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0) as sock:  # proto 0, as uvicorn binds it
         asyncio.base_events._set_nodelay(sock)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the bug: asyncio skips it

@@ -407,3 +407,44 @@ def test_a_models_folder_kept_across_a_new_tracking_store_deploys_and_rolls_back
     assert champion("llm_model") is None and champion("travel_chatbot") is None  # nothing of this store serves
     assert rollback(second).manifest["release"] == report.manifest["release"]
     assert champion("llm_model") == "2" and champion("travel_chatbot") == "1"
+
+
+def test_deploying_reads_the_serving_twin_logged_with_each_version_and_imports_no_sklearn(deployed):
+    """Training logs each model's numpy twin beside it; a deployment then needs neither sklearn nor torch."""
+    settings, report = deployed
+    configure_tracking(settings)
+    client = mlflow.MlflowClient()
+    for key, candidate in report.candidates.items():
+        tags = client.get_model_version(key, candidate.version).tags
+        assert tags["serving_sha256"] == candidate.sha256, key  # the deployed bytes are the logged twin
+    code = (
+        "import sys\n"
+        "from mlops.config import load_settings\n"
+        "from mlops.deployment import deploy\n"
+        "report = deploy(load_settings(), force=True)\n"
+        "assert report.outcome == 'deployed', report.outcome\n"
+        "bad = [m for m in ('sklearn', 'torch', 'sentence_transformers') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJ_ROOT, env=cli_env(settings))
+
+
+def test_a_tampered_or_unloadable_serving_twin_in_the_registry_is_refused(tmp_path, tiny_data_dir, monkeypatch):
+    from mlops.deployment import fetch_candidates
+
+    settings = settings_for(tmp_path, tiny_data_dir)  # its own store
+    run_training(settings, models=["llm_model"])
+    (twin,) = (settings.root / "mlruns").rglob("artifacts/llm_model.serving.pkl")
+    good = twin.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0x01
+    twin.write_bytes(bytes(data))
+    with pytest.raises(DeploymentError, match=r"models:/llm_model/1: serving twin sha256 \w+ differs from the logged"):
+        fetch_candidates(["llm_model"])
+
+    twin.write_bytes(good)
+    import mlops.modeling.serving as serving
+
+    monkeypatch.delattr(serving, type(fetch_candidates(["llm_model"])["llm_model"].model).__name__)
+    with pytest.raises(DeploymentError, match=r"models:/llm_model/1 was trained by another version of this code"):
+        fetch_candidates(["llm_model"])

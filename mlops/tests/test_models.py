@@ -222,3 +222,20 @@ def test_a_local_transformer_base_model_is_distilled_into_a_table_numpy_serves(s
     with pytest.raises(ValueError, match="is not a local folder"):
         train_embedding([], [], [], vocab_size=10, embedding_dim=4, epochs=1, batch_size=4, learning_rate=0.1,
                         seed=0, workdir=tmp_path, base_model="sentence-transformers/all-MiniLM-L6-v2")  # fmt: skip
+
+
+def test_numpy_metrics_equal_scikit_learns():
+    """The gates' metrics are numpy (deployment imports no sklearn); they must be sklearn's numbers."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from mlops.evaluation import intent_metrics, macro_f1
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["a", "b", "c", OUT_OF_SCOPE], dtype=object)
+    for _ in range(20):
+        truth = rng.choice(labels[:3], 50)  # "out_of_scope" only ever predicted: a label of one side only
+        predicted = rng.choice(labels, 50)
+        assert macro_f1(truth, predicted) == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0))
+        assert intent_metrics(truth, predicted)["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert macro_f1(["a", "a"], ["a", "a"]) == 1.0
+    assert macro_f1([], []) == 0.0
