@@ -88,6 +88,8 @@ class FewShotSettings(_Strict):
     seeds: Annotated[int, Field(ge=1, le=100)] = 5
     deploy_k: PositiveInt = 16
     dense_weight: Fraction = 0.6
+    whiten_eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = 0.03
+    oos_bias: Annotated[float, Field(ge=0.0, le=1.0)] = 0.15
 
     @field_validator("k_values")
     @classmethod

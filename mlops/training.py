@@ -30,7 +30,7 @@ from mlops.data import Datasets, load_datasets
 from mlops.evaluation import evaluate, expected_calibration_error, intent_metrics, ranking_metrics
 from mlops.fingerprint import TAG, model_fingerprints
 from mlops.modeling.embedding import StaticEncoder
-from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
+from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
 from mlops.modeling.intent import build_intent_model, place_vocabulary
 from mlops.modeling.retrieval import RetrievalModel, build_documents
 from mlops.modeling.serving import to_serving
@@ -159,20 +159,22 @@ def train_few_shot_model(data: Datasets, settings: Settings, encoder: StaticEnco
     cfg, seed = settings.training.few_shot_model, settings.training.seed
     train, test = data.intent_split("train"), data.intent_split("test")
     docs = build_documents(data.destinations, data.sri_lanka)
-    vectorizer = fit_sparse_vectorizer(list(train["text"]) + [doc["text"] for doc in docs])
+    unlabelled = list(train["text"]) + [doc["text"] for doc in docs]
+    vectorizer = fit_sparse_vectorizer(unlabelled)
+    empty = build_few_shot_model(cfg, encoder, vectorizer, unlabelled)
     metrics: dict[str, float] = {}
     draws = []
     for k in cfg.k_values:
         scores = []
         for draw in range(cfg.seeds):
             texts, labels = sample_k(train["text"], train["intent"], k, seed + draw)
-            clf = FewShotClassifier(encoder, vectorizer, cfg.dense_weight).fit(texts, labels)
+            clf = empty.without_intents().fit(texts, labels)
             scores.append(float(np.mean(clf.predict(test["text"]) == test["intent"].to_numpy())))
             draws.append({"k": k, "draw": draw, "accuracy": scores[-1]})
         metrics[f"accuracy_k{k}"] = float(np.mean(scores))
         metrics[f"accuracy_k{k}_std"] = float(np.std(scores))
     texts, labels = sample_k(train["text"], train["intent"], cfg.deploy_k, seed)
-    model = FewShotClassifier(encoder, vectorizer, cfg.dense_weight).fit(texts, labels)
+    model = empty.without_intents().fit(texts, labels)
     predicted = model.predict(test["text"])
     metrics["accuracy_deployed"] = float(np.mean(predicted == test["intent"].to_numpy()))
     report = classification_report(test["intent"], predicted, output_dict=True, zero_division=0)

@@ -216,7 +216,7 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
     the whole train split unlabelled.
     """
     from mlops.modeling.embedding import train_embedding
-    from mlops.modeling.few_shot import FewShotClassifier, fit_sparse_vectorizer, sample_k
+    from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
 
     emb, cfg, seed = settings.training.embedding_model, settings.training.few_shot_model, settings.training.seed
     tic = time.perf_counter()
@@ -237,6 +237,7 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
     embedding_s = time.perf_counter() - tic
     progress(f"{clinc.name}: few-shot prototypes at k = {', '.join(map(str, cfg.k_values))}")
     vectorizer = fit_sparse_vectorizer(clinc.train.texts)
+    empty = build_few_shot_model(cfg, encoder, vectorizer, clinc.train.texts)
     in_scope = [i for i, label in enumerate(clinc.test.labels) if label != OUT_OF_SCOPE]
     test_texts = [clinc.test.texts[i] for i in in_scope]
     truth = np.asarray([clinc.test.labels[i] for i in in_scope], dtype=object)
@@ -245,7 +246,7 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
         scores = []
         for draw in range(cfg.seeds):
             texts, labels = sample_k(clinc.train.texts, clinc.train.labels, k, seed + draw)
-            model = FewShotClassifier(encoder, vectorizer, cfg.dense_weight).fit(texts, labels)
+            model = empty.without_intents().fit(texts, labels)
             scores.append(float(np.mean(model.predict(test_texts) == truth)))
         row[f"accuracy_k{k}"] = float(np.mean(scores))
     row["train_s"] = time.perf_counter() - tic

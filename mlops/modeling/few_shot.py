@@ -3,6 +3,11 @@
 Each intent is a prototype — the mean of its examples' embedding vectors and of their character
 TF-IDF vectors. A query goes to the intent whose prototypes are most similar (a weighted sum of the
 dense and the sparse cosine). Adding an intent only adds a prototype: nothing else is retrained.
+
+Before the cosine, embedding vectors are whitened: centred and decorrelated with a transform fitted
+on unlabelled text, so that the few directions every sentence shares stop dominating the cosine
+(the idea of SIF / BERT-whitening). Whitening makes the broad ``out_of_scope`` prototype weak, so
+its score gets a fixed bonus. Both are label-free or one number: adding an intent stays one prototype.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import numpy as np
 from mlops.modeling.embedding import StaticEncoder
 from mlops.modeling.serving import TfidfTwin
 from mlops.modeling.text import normalize_batch
+from mlops.taxonomy import OUT_OF_SCOPE
 
 if TYPE_CHECKING:
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mlops.config import FewShotSettings
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -37,6 +45,20 @@ def fit_sparse_vectorizer(corpus: Sequence[str]) -> TfidfVectorizer:
     return vectorizer
 
 
+def fit_whitening(encoder: StaticEncoder, unlabelled: Sequence[str], eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitening matrix of the embedding vectors of unlabelled text.
+
+    ``(v - mean) @ matrix`` has (nearly) identity covariance over that text; ``eps`` (a fraction of
+    the largest eigenvalue added to every eigenvalue) keeps the noise directions from being blown up.
+    """
+    vectors = encoder.encode(normalize_batch(unlabelled)).astype(np.float64)
+    mean = vectors.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov((vectors - mean).T))
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    matrix = eigenvectors / np.sqrt(eigenvalues + eps * eigenvalues.max())
+    return mean.astype(np.float32), matrix.astype(np.float32)
+
+
 class FewShotClassifier:
     """Prototype classifier over dense + sparse features.
 
@@ -44,12 +66,27 @@ class FewShotClassifier:
         encoder: The embedding model.
         vectorizer: A fitted character TF-IDF vectorizer.
         dense_weight: Weight of the dense cosine; the sparse cosine gets ``1 - dense_weight``.
+        whitening: ``(mean, matrix)`` from :func:`fit_whitening`, or None for raw embedding vectors.
+        oos_bias: Added to the ``out_of_scope`` score (when that intent exists).
     """
 
-    def __init__(self, encoder: StaticEncoder, vectorizer: TfidfVectorizer, dense_weight: float = 0.6):
+    # class-level defaults: a classifier pickled before these existed loads and scores as it did
+    whitening: tuple[np.ndarray, np.ndarray] | None = None
+    oos_bias: float = 0.0
+
+    def __init__(
+        self,
+        encoder: StaticEncoder,
+        vectorizer: TfidfVectorizer,
+        dense_weight: float = 0.6,
+        whitening: tuple[np.ndarray, np.ndarray] | None = None,
+        oos_bias: float = 0.0,
+    ):
         self.encoder = encoder
         self.vectorizer = vectorizer
         self.dense_weight = dense_weight
+        self.whitening = whitening
+        self.oos_bias = oos_bias
         self.labels: list[str] = []
         self._dense = np.zeros((0, encoder.dim), dtype=np.float32)
         self._sparse = np.zeros((0, len(vectorizer.vocabulary_)), dtype=np.float32)
@@ -64,7 +101,20 @@ class FewShotClassifier:
                 sparse[row, columns] = values
         else:
             sparse = self.vectorizer.transform(texts).toarray().astype(np.float32)
-        return self.encoder.encode(texts), sparse
+        dense = self.encoder.encode(texts)
+        if self.whitening is not None:
+            mean, matrix = self.whitening
+            dense = (dense - mean) @ matrix
+            norms = np.linalg.norm(dense, axis=1, keepdims=True)
+            dense = np.divide(dense, norms, out=np.zeros_like(dense), where=norms > 0)
+        return dense, sparse
+
+    def without_intents(self) -> FewShotClassifier:
+        """A classifier with the same encoder, vectorizer and settings and no intent yet (shares the arrays)."""
+        empty = copy.copy(self)
+        empty.labels, empty.examples_per_label = [], {}
+        empty._dense, empty._sparse = self._dense[:0].copy(), self._sparse[:0].copy()
+        return empty
 
     def serving_twin(self) -> FewShotClassifier:
         """The same classifier with the TF-IDF step as numpy (see :mod:`mlops.modeling.serving`).
@@ -110,12 +160,27 @@ class FewShotClassifier:
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         dense, sparse = self._features(texts)
-        return self.dense_weight * dense @ self._dense.T + (1 - self.dense_weight) * sparse @ self._sparse.T
+        scores = self.dense_weight * dense @ self._dense.T + (1 - self.dense_weight) * sparse @ self._sparse.T
+        if self.oos_bias and OUT_OF_SCOPE in self.labels:
+            scores[:, self.labels.index(OUT_OF_SCOPE)] += self.oos_bias
+        return scores
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         if not self.labels:
             raise ValueError("the few-shot classifier has no intents yet; call fit() or add_intent()")
         return np.asarray(self.labels, dtype=object)[self.scores(texts).argmax(axis=1)]
+
+
+def build_few_shot_model(
+    cfg: FewShotSettings, encoder: StaticEncoder, vectorizer: TfidfVectorizer, unlabelled: Sequence[str]
+) -> FewShotClassifier:
+    """An empty classifier with the configured settings (the one factory of training and the CLINC150 bench).
+
+    Args:
+        unlabelled: Text whose embedding statistics fit the whitening (labels are never seen).
+    """
+    whitening = None if cfg.whiten_eps is None else fit_whitening(encoder, unlabelled, cfg.whiten_eps)
+    return FewShotClassifier(encoder, vectorizer, cfg.dense_weight, whitening, cfg.oos_bias)
 
 
 def sample_k(texts: Sequence[str], labels: Sequence[str], k: int, seed: int) -> tuple[list[str], list[str]]:

@@ -239,3 +239,40 @@ def test_numpy_metrics_equal_scikit_learns():
         assert intent_metrics(truth, predicted)["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     assert macro_f1(["a", "a"], ["a", "a"]) == 1.0
     assert macro_f1([], []) == 0.0
+
+
+def test_few_shot_whitening_lifts_accuracy_and_adding_an_intent_still_equals_fitting_it(setup, embedding):
+    from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
+    from mlops.modeling.retrieval import build_documents
+
+    settings, data, _ = setup
+    cfg = settings.training.few_shot_model
+    train, test = data.intent_split("train"), data.intent_split("test")
+    unlabelled = list(train["text"]) + [doc["text"] for doc in build_documents(data.destinations, data.sri_lanka)]
+    vectorizer = fit_sparse_vectorizer(unlabelled)
+    whitened = build_few_shot_model(cfg, embedding.model, vectorizer, unlabelled)
+    raw = build_few_shot_model(
+        cfg.model_copy(update={"whiten_eps": None, "oos_bias": 0.0}), embedding.model, vectorizer, []
+    )
+    texts, labels = sample_k(train["text"], train["intent"], 8, settings.training.seed)
+    truth = test["intent"].to_numpy()
+
+    def accuracy(model):
+        return float(np.mean(model.predict(list(test["text"])) == truth))
+
+    assert (
+        accuracy(whitened.without_intents().fit(texts, labels))
+        > accuracy(raw.without_intents().fit(texts, labels)) + 0.02
+    )
+    # whitening and the bias are fixed, label-free settings: an intent added later gets exactly its fitted prototype
+    all_at_once = whitened.without_intents().fit(texts, labels)
+    others = [i for i, label in enumerate(labels) if label != "weather"]
+    later = whitened.without_intents().fit([texts[i] for i in others], [labels[i] for i in others])
+    later.add_intent("weather", [text for text, label in zip(texts, labels, strict=True) if label == "weather"])
+    assert list(later.predict(list(test["text"]))) == list(all_at_once.predict(list(test["text"])))
+    # a classifier pickled before whitening existed (no such attributes) scores as the raw one
+    old = raw.without_intents().fit(texts, labels)
+    del old.whitening, old.oos_bias
+    assert np.allclose(
+        old.scores(["beaches near galle"]), raw.without_intents().fit(texts, labels).scores(["beaches near galle"])
+    )
