@@ -81,6 +81,8 @@ class IntentSettings(_Strict):
     calibration_folds: Annotated[int, Field(ge=2, le=20)] = 5
     oos_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
     refit_on_val: bool = True
+    embedding_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+    whiten_eps: Annotated[float, Field(gt=0.0, le=1.0)] = 0.03
 
 
 class FewShotSettings(_Strict):

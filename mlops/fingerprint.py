@@ -20,7 +20,7 @@ _PACKAGE = PROJ_ROOT / "mlops"
 _COMMON_CODE = ("training.py", "evaluation.py", "data.py", "taxonomy.py", "modeling/text.py", "modeling/serving.py")
 CODE = {
     "embedding_model": ("modeling/embedding.py", "modeling/retrieval.py"),
-    "llm_model": ("modeling/intent.py",),
+    "llm_model": ("modeling/intent.py", "modeling/embedding.py"),
     "few_shot_model": ("modeling/few_shot.py", "modeling/embedding.py", "modeling/intent.py"),
     "rag_model": ("modeling/retrieval.py", "modeling/serving.py", "modeling/embedding.py", "modeling/intent.py"),
 }
@@ -31,6 +31,12 @@ DATA = {
     "rag_model": ("destinations", "sri_lanka", "retrieval"),
 }
 DEPENDS_ON_EMBEDDING = ("few_shot_model", "rag_model")
+
+
+def embedding_dependents(settings: Settings) -> tuple[str, ...]:
+    """The models trained on top of ``embedding_model`` with these settings."""
+    uses = settings.training.llm_model.embedding_weight > 0
+    return ("llm_model", *DEPENDS_ON_EMBEDDING) if uses else DEPENDS_ON_EMBEDDING
 
 
 def model_fingerprints(settings: Settings, data: Datasets) -> dict[str, str]:
@@ -44,7 +50,7 @@ def model_fingerprints(settings: Settings, data: Datasets) -> dict[str, str]:
             "data": {name: data.digests[name] for name in DATA[key]},
             "code": {path: sha256_file(_PACKAGE / path) for path in sorted({*_COMMON_CODE, *CODE[key]})},
         }
-        if key in DEPENDS_ON_EMBEDDING:
+        if key in embedding_dependents(settings):
             parts["embedding_model"] = prints["embedding_model"]
         prints[key] = sha256_bytes(json.dumps(parts, sort_keys=True).encode())
     return prints

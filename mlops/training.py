@@ -28,12 +28,13 @@ from sklearn.metrics import classification_report, confusion_matrix
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
 from mlops.evaluation import evaluate, expected_calibration_error, intent_metrics, ranking_metrics
-from mlops.fingerprint import TAG, model_fingerprints
-from mlops.modeling.embedding import StaticEncoder
+from mlops.fingerprint import TAG, embedding_dependents, model_fingerprints
+from mlops.modeling.embedding import StaticEncoder, fit_whitening
 from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
 from mlops.modeling.intent import build_intent_model, place_vocabulary
 from mlops.modeling.retrieval import RetrievalModel, build_documents
 from mlops.modeling.serving import to_serving
+from mlops.modeling.text import normalize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -119,16 +120,32 @@ def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> 
     )
 
 
-def train_llm_model(data: Datasets, settings: Settings) -> TrainedModel:
+def train_llm_model(data: Datasets, settings: Settings, encoder: StaticEncoder | None = None) -> TrainedModel:
+    """The intent model; ``encoder`` (the embedding model) is needed when ``llm_model.embedding_weight`` > 0."""
     cfg = settings.training.llm_model
     train, val, test = (data.intent_split(s) for s in ("train", "val", "test"))
 
     places, seed = place_vocabulary(knowledge_base_places(data)), settings.training.seed
-    model = build_intent_model(cfg, places, seed).fit(train["text"], train["intent"])
+    whitening = None
+    if cfg.embedding_weight > 0:
+        if encoder is None:
+            raise ValueError("llm_model.embedding_weight > 0 needs the embedding model (or set it to 0)")
+        docs = build_documents(data.destinations, data.sri_lanka)
+        unlabelled = normalize_batch(list(train["text"]) + [doc["text"] for doc in docs])
+        whitening = fit_whitening(encoder, unlabelled, cfg.whiten_eps)
+
+    def fit(frame: pd.DataFrame):
+        model = build_intent_model(cfg, places, seed).fit(frame["text"], frame["intent"])
+        if whitening is not None:
+            model.attach_prototypes(
+                encoder, whitening, list(frame["text"]), list(frame["intent"]), cfg.embedding_weight
+            )
+        return model
+
+    model = fit(train)
     threshold = model.tune_threshold(val["text"], val["intent"], cfg.oos_weight)
     if cfg.refit_on_val:  # the threshold is chosen on val by a model that never saw it; then val trains too
-        both = pd.concat([train, val])
-        model = build_intent_model(cfg, places, seed).fit(both["text"], both["intent"])
+        model = fit(pd.concat([train, val]))
         model.oos_threshold = threshold
     pairs = model.predict_with_confidence(test["text"])
     predicted = np.array([p[0] for p in pairs], dtype=object)
@@ -275,8 +292,10 @@ def _log_model_run(
             source = data.paths[sources[name.split("-")[0]]]
             with warnings.catch_warnings():  # a local path matches two equivalent MLflow source types
                 warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                # costs and ids are whole numbers on purpose; the dataset schema is informational
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
                 dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, targets=target)
-            mlflow.log_input(dataset, context=context)
+                mlflow.log_input(dataset, context=context)
         for name, table in trained.tables.items():
             mlflow.log_text(table.to_csv(), f"evaluation/{name}.csv")
         for name, report in trained.reports.items():
@@ -344,8 +363,9 @@ def run_training(
 
     Args:
         settings: Validated configuration.
-        models: Model keys to train; ``few_shot_model`` and ``rag_model`` reuse a registered
-            ``embedding_model`` when it is not among them (training it if none is registered).
+        models: Model keys to train; ``few_shot_model``, ``rag_model`` (and ``llm_model`` with an
+            ``embedding_weight``) reuse a registered ``embedding_model`` when it is not among them
+            (training it if none is registered).
         progress: Called with a short message as each step starts.
         encoder_version: The registered ``embedding_model`` version to reuse (default: the newest).
         data: Already validated datasets (loaded from ``settings`` when None).
@@ -377,7 +397,7 @@ def run_training(
         "models": {},
     }
     encoder = None
-    if any(key in keys for key in ("few_shot_model", "rag_model")) and "embedding_model" not in keys:
+    if any(key in keys for key in embedding_dependents(settings)) and "embedding_model" not in keys:
         encoder = _registered_encoder(encoder_version)
         if encoder is None:
             logger.info("No registered embedding_model yet: training it too")
@@ -396,7 +416,7 @@ def run_training(
                 trained = train_embedding_model(data, settings, workdir / "embedding")
                 encoder = trained.model
             elif key == "llm_model":
-                trained = train_llm_model(data, settings)
+                trained = train_llm_model(data, settings, encoder)
             elif key == "few_shot_model":
                 trained = train_few_shot_model(data, settings, encoder)
             else:

@@ -68,6 +68,28 @@ class StaticEncoder:
         return self.encode(texts)
 
 
+def fit_whitening(encoder: StaticEncoder, texts: Sequence[str], eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitening matrix of the embedding vectors of (unlabelled, normalised) ``texts``.
+
+    ``(v - mean) @ matrix`` has (nearly) identity covariance over those texts; ``eps`` (a fraction of
+    the largest eigenvalue added to every eigenvalue) keeps the noise directions from being blown up.
+    """
+    vectors = encoder.encode(list(texts)).astype(np.float64)
+    mean = vectors.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov((vectors - mean).T))
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    matrix = eigenvectors / np.sqrt(eigenvalues + eps * eigenvalues.max())
+    return mean.astype(np.float32), matrix.astype(np.float32)
+
+
+def whiten(vectors: np.ndarray, whitening: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``vectors`` centred, whitened and scaled to length 1 (zero rows stay zero)."""
+    mean, matrix = whitening
+    out = (vectors - mean) @ matrix
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Tokenizer:
     """Build a lower-casing WordPiece tokenizer from the project's own text, deterministically.
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlops.modeling.embedding import StaticEncoder
+from mlops.modeling.embedding import StaticEncoder, fit_whitening, whiten
 from mlops.modeling.serving import TfidfTwin
 from mlops.modeling.text import normalize_batch
 from mlops.taxonomy import OUT_OF_SCOPE
@@ -43,20 +43,6 @@ def fit_sparse_vectorizer(corpus: Sequence[str]) -> TfidfVectorizer:
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2)
     vectorizer.fit(normalize_batch(corpus))
     return vectorizer
-
-
-def fit_whitening(encoder: StaticEncoder, unlabelled: Sequence[str], eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and whitening matrix of the embedding vectors of unlabelled text.
-
-    ``(v - mean) @ matrix`` has (nearly) identity covariance over that text; ``eps`` (a fraction of
-    the largest eigenvalue added to every eigenvalue) keeps the noise directions from being blown up.
-    """
-    vectors = encoder.encode(normalize_batch(unlabelled)).astype(np.float64)
-    mean = vectors.mean(axis=0)
-    eigenvalues, eigenvectors = np.linalg.eigh(np.cov((vectors - mean).T))
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
-    matrix = eigenvectors / np.sqrt(eigenvalues + eps * eigenvalues.max())
-    return mean.astype(np.float32), matrix.astype(np.float32)
 
 
 class FewShotClassifier:
@@ -102,12 +88,7 @@ class FewShotClassifier:
         else:
             sparse = self.vectorizer.transform(texts).toarray().astype(np.float32)
         dense = self.encoder.encode(texts)
-        if self.whitening is not None:
-            mean, matrix = self.whitening
-            dense = (dense - mean) @ matrix
-            norms = np.linalg.norm(dense, axis=1, keepdims=True)
-            dense = np.divide(dense, norms, out=np.zeros_like(dense), where=norms > 0)
-        return dense, sparse
+        return (dense if self.whitening is None else whiten(dense, self.whitening)), sparse
 
     def without_intents(self) -> FewShotClassifier:
         """A classifier with the same encoder, vectorizer and settings and no intent yet (shares the arrays)."""
@@ -179,7 +160,7 @@ def build_few_shot_model(
     Args:
         unlabelled: Text whose embedding statistics fit the whitening (labels are never seen).
     """
-    whitening = None if cfg.whiten_eps is None else fit_whitening(encoder, unlabelled, cfg.whiten_eps)
+    whitening = None if cfg.whiten_eps is None else fit_whitening(encoder, normalize_batch(unlabelled), cfg.whiten_eps)
     return FewShotClassifier(encoder, vectorizer, cfg.dense_weight, whitening, cfg.oos_bias)
 
 

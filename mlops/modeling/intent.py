@@ -24,6 +24,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
 from mlops.evaluation import intent_metrics
+from mlops.modeling.embedding import StaticEncoder, whiten
 from mlops.modeling.text import normalize, normalize_batch  # noqa: F401 (pickled pipelines name it here)
 from mlops.taxonomy import OUT_OF_SCOPE
 
@@ -138,6 +139,11 @@ class BlendedLinearClassifier(ClassifierMixin, BaseEstimator):
 class IntentClassifier(ClassifierMixin, BaseEstimator):
     """Calibrated intent classifier with out-of-scope rejection.
 
+    After :meth:`fit`, :meth:`attach_prototypes` may blend in a second, dense view: the cosine of the
+    query's whitened embedding to each intent's mean embedding, added to the calibrated logits. The
+    SVM reads surface n-grams; the embedding, trained on the same intents, knows which words go
+    together, so the two disagree usefully on val; on test the gain was small (docs/BENCHMARKS.md, attempt 20).
+
     Args:
         word_ngram_max: Largest word n-gram.
         char_ngram_min: Smallest character n-gram.
@@ -175,7 +181,11 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.places = places
         self.seed = seed
 
+    # class-level default: a model pickled before prototypes existed loads and scores as it did
+    prototypes_: np.ndarray | None = None
+
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> IntentClassifier:
+        self.prototypes_ = None
         self.pipeline_ = Pipeline(
             [
                 ("normalize", FunctionTransformer(normalize_batch)),
@@ -211,6 +221,39 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.intercept_ = linear.intercept_.astype(np.float64)
         self.beta_ = float(calibrated.calibrators[0].beta_)
 
+    def attach_prototypes(
+        self,
+        encoder: StaticEncoder,
+        whitening: tuple[np.ndarray, np.ndarray],
+        texts: Sequence[str],
+        labels: Sequence[str],
+        weight: float,
+    ) -> IntentClassifier:
+        """Blend ``weight`` × cosine to each intent's whitened mean embedding into the logits.
+
+        Args:
+            encoder: The embedding model.
+            whitening: From :func:`mlops.modeling.embedding.fit_whitening` on unlabelled text.
+            texts, labels: The labelled examples the prototypes are averaged from (the training set).
+            weight: Added logit per unit of cosine (the calibrated logits span a few units).
+        """
+        vectors = whiten(encoder.encode(normalize_batch(texts)), whitening)
+        labels = np.asarray(labels, dtype=object)
+        prototypes = np.zeros((len(self.classes_), vectors.shape[1]), dtype=np.float32)
+        for row, label in enumerate(self.classes_):
+            mean = vectors[labels == label].mean(axis=0) if (labels == label).any() else prototypes[row]
+            norm = float(np.linalg.norm(mean))
+            prototypes[row] = mean / norm if norm > 0 else mean
+        self.encoder_, self.whitening_, self.embedding_weight_ = encoder, whitening, weight
+        self.prototypes_ = prototypes
+        return self
+
+    def _dense_logits(self, texts: Sequence[str]) -> np.ndarray | float:
+        if self.prototypes_ is None:
+            return 0.0
+        vectors = whiten(self.encoder_.encode(normalize_batch(texts)), self.whitening_)
+        return self.embedding_weight_ * (vectors @ self.prototypes_.T)
+
     def serving_twin(self):
         """The same classifier as numpy arrays (see :mod:`mlops.modeling.serving`)."""
         from mlops.modeling.serving import IntentTwin, TfidfTwin
@@ -221,13 +264,24 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             offset += len(vectorizer.vocabulary_)
         masker = self.pipeline_.named_steps["mask_places"]
         pattern = masker.pattern_.pattern if masker.pattern_ is not None else None
+        dense = None
+        if self.prototypes_ is not None:
+            dense = (self.encoder_, self.whitening_, self.prototypes_, self.embedding_weight_)
         return IntentTwin(
-            pattern, PLACE_TOKEN, blocks, self.coef_, self.intercept_, self.beta_, self.classes_, self.oos_threshold
+            pattern,
+            PLACE_TOKEN,
+            blocks,
+            self.coef_,
+            self.intercept_,
+            self.beta_,
+            self.classes_,
+            self.oos_threshold,
+            dense,
         )
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         features = self.pipeline_[:-1].transform(list(texts))
-        logits = self.beta_ * (features @ self.coef_ + self.intercept_)
+        logits = self.beta_ * (features @ self.coef_ + self.intercept_) + self._dense_logits(texts)
         logits -= logits.max(axis=1, keepdims=True)
         proba = np.exp(logits)
         return proba / proba.sum(axis=1, keepdims=True)

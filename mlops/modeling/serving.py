@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mlops.modeling.embedding import StaticEncoder
+from mlops.modeling.embedding import StaticEncoder, whiten
 from mlops.modeling.text import normalize
 from mlops.taxonomy import OUT_OF_SCOPE
 
@@ -112,7 +112,10 @@ class TfidfTwin:
 class IntentTwin:
     """Serving twin of ``IntentClassifier``: normalise → mask places → TF-IDF blocks → linear → softmax."""
 
-    def __init__(self, places_pattern, placeholder, blocks, coef, intercept, beta, classes, oos_threshold):
+    # class-level default: a twin pickled before the dense view existed loads and scores as it did
+    dense = None
+
+    def __init__(self, places_pattern, placeholder, blocks, coef, intercept, beta, classes, oos_threshold, dense=None):
         self.places_pattern = places_pattern
         self.placeholder = placeholder
         self.blocks = blocks
@@ -122,6 +125,7 @@ class IntentTwin:
         self.classes = np.asarray(classes, dtype=object)
         self.oos_threshold = float(oos_threshold)
         self._places = re.compile(places_pattern) if places_pattern else None
+        self.dense = dense  # (encoder, whitening, prototypes, weight) or None: see IntentClassifier.attach_prototypes
 
     def _prepare(self, text: str) -> str:
         text = normalize(text)
@@ -129,6 +133,12 @@ class IntentTwin:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), len(self.classes)))
+        dense_logits = np.zeros((len(texts), len(self.classes)))
+        if self.dense is not None and len(texts):
+            encoder, whitening, prototypes, weight = self.dense
+            dense_logits = weight * (
+                whiten(encoder.encode([normalize(text) for text in texts]), whitening) @ prototypes.T
+            )
         for row, text in enumerate(texts):
             prepared = self._prepare(text)
             logits = self.intercept.copy()
@@ -136,7 +146,7 @@ class IntentTwin:
                 columns, values = block.transform_one(prepared)
                 if len(columns):
                     logits += values @ self.coef[columns]
-            logits = self.beta * logits
+            logits = self.beta * logits + dense_logits[row]
             logits -= logits.max()
             probs = np.exp(logits)
             out[row] = probs / probs.sum()

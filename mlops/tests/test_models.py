@@ -276,3 +276,23 @@ def test_few_shot_whitening_lifts_accuracy_and_adding_an_intent_still_equals_fit
     assert np.allclose(
         old.scores(["beaches near galle"]), raw.without_intents().fit(texts, labels).scores(["beaches near galle"])
     )
+
+
+def test_intent_model_with_embedding_prototypes_and_its_twin_agree(setup, embedding):
+    """The optional dense view of llm_model (embedding_weight > 0): trained, blended, served by numpy alike."""
+    import pickle
+
+    settings, data, _ = setup
+    llm = settings.training.llm_model.model_copy(update={"embedding_weight": 1.0})
+    training = settings.training.model_copy(update={"llm_model": llm})
+    blended_settings = settings.model_copy(update={"training": training})
+    with pytest.raises(ValueError, match="needs the embedding model"):
+        train_llm_model(data, blended_settings)
+    model = train_llm_model(data, blended_settings, embedding.model).model
+    assert model.prototypes_ is not None and model.prototypes_.shape == (len(model.classes_), embedding.model.dim)
+    queries = list(data.intent_split("test")["text"])[:200] + ["", "zzqx"]
+    twin = pickle.loads(pickle.dumps(model.serving_twin()))
+    assert np.allclose(twin.predict_proba(queries), model.predict_proba(queries), atol=1e-6)
+    without = model.predict_proba(queries)
+    model.prototypes_ = None  # the dense view really moves the scores, and turning it off restores the SVM's
+    assert not np.allclose(without, model.predict_proba(queries), atol=1e-3)
