@@ -32,7 +32,7 @@ from typing import Any
 
 import joblib
 
-from mlops.chatbot.bot import MANIFEST, DeploymentError, read_manifest, verified_path
+from mlops.chatbot.bot import MANIFEST, DeploymentError, load_serving_model, read_manifest, verified_path
 from mlops.cli import Refused
 from mlops.config import MODEL_KEYS, Settings
 from mlops.data import Datasets, load_datasets
@@ -234,16 +234,12 @@ def _champion_metrics(key: str, champion: dict, models_dir: Path, data: Datasets
 
 
 def _unpickle_twin(key: str, version: str, payload: bytes) -> Any:
-    """A (verified) serving twin, or a clear error if it was pickled by a version of the code that is gone."""
-    from mlops.tracking import IncompatibleModelError
-
-    try:
-        return pickle.loads(payload)
-    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
-        raise IncompatibleModelError(
-            f"models:/{key}/{version} was trained by another version of this code ({exc}); "
-            "retrain it: python mlops/scripts/train_chatbot_models.py"
-        ) from None
+    """A (verified) serving twin, through the chatbot's restricted unpickler: only serving model classes."""
+    return load_serving_model(
+        payload,
+        f"models:/{key}/{version} (serving twin)",
+        "it was trained by another version of this code; retrain it: python mlops/scripts/train_chatbot_models.py",
+    )
 
 
 def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) -> dict[str, Candidate]:

@@ -9,6 +9,7 @@ path leaves ``models/``, before anything is unpickled.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import pickle
@@ -124,26 +125,38 @@ class _ServingUnpickler(pickle.Unpickler):
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
         if module.startswith(_SAFE_PREFIXES) and "." not in name:
-            found = getattr(importlib.import_module(module), name, None)
+            found = getattr(importlib.import_module(module), name)  # gone: AttributeError, "cannot be loaded"
             if isinstance(found, type):  # a class, never a function that could be called with crafted arguments
                 return found
         raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}': not a serving model class")
 
 
+def load_serving_model(payload: bytes, origin: str, remedy: str):
+    """Unpickle a serving twin, allowing only serving model classes and the numpy/regex pieces they hold.
+
+    Only ever called on bytes whose sha256 was verified (against the manifest or the registry tag).
+
+    Args:
+        origin: Where the bytes come from, for the error message.
+        remedy: What to do when this version of the code cannot load them.
+
+    Raises:
+        DeploymentError: A forbidden global, unreadable bytes, or classes this code no longer has.
+    """
+    try:
+        return _ServingUnpickler(io.BytesIO(payload)).load()
+    except pickle.UnpicklingError as exc:
+        if "refusing to load global" in str(exc):
+            raise DeploymentError(f"{origin}: {exc}; the file is not a model this code deployed") from None
+        raise DeploymentError(f"{origin}: not a readable model file ({exc})") from None
+    except (ModuleNotFoundError, AttributeError, EOFError) as exc:
+        raise DeploymentError(f"{origin}: cannot be loaded by this version ({exc}); {remedy}") from None
+
+
 def _unpickle(path: Path):
-    with open(path, "rb") as handle:
-        try:
-            # only ever called on a file whose sha256 matched the manifest, and then only with allowed classes
-            return _ServingUnpickler(handle).load()
-        except pickle.UnpicklingError as exc:
-            if "refusing to load global" in str(exc):
-                raise DeploymentError(f"{path}: {exc}; the file is not a model this code deployed") from None
-            raise DeploymentError(f"{path}: not a readable model file ({exc})") from None
-        except (ModuleNotFoundError, AttributeError, EOFError) as exc:
-            raise DeploymentError(
-                f"{path}: cannot be loaded by this version ({exc}); it was probably deployed by an older "
-                "version: redeploy with `python mlops/scripts/deploy_chatbot_models.py --force`"
-            ) from None
+    remedy = "it was probably deployed by an older version: redeploy with "
+    remedy += "`python mlops/scripts/deploy_chatbot_models.py --force`"
+    return load_serving_model(path.read_bytes(), str(path), remedy)
 
 
 class TravelChatbot:

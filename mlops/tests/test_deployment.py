@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -446,5 +447,35 @@ def test_a_tampered_or_unloadable_serving_twin_in_the_registry_is_refused(tmp_pa
     import mlops.modeling.serving as serving
 
     monkeypatch.delattr(serving, type(fetch_candidates(["llm_model"])["llm_model"].model).__name__)
-    with pytest.raises(DeploymentError, match=r"models:/llm_model/1 was trained by another version of this code"):
+    with pytest.raises(
+        DeploymentError, match=r"models:/llm_model/1 \(serving twin\): cannot be loaded by this version"
+    ):
         fetch_candidates(["llm_model"])
+
+
+def test_a_registry_twin_with_a_forged_sha256_tag_still_cannot_run_code(tmp_path, tiny_data_dir):
+    """Whoever can rewrite both the artifact and its tag still only gets serving model classes unpickled."""
+    from mlops.deployment import fetch_candidates
+    from mlops.integrity import sha256_bytes
+
+    settings = settings_for(tmp_path, tiny_data_dir)
+    run_training(settings, models=["llm_model"])
+    (twin,) = (settings.root / "mlruns").rglob("artifacts/llm_model.serving.pkl")
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_RunsCode(marker))
+    twin.write_bytes(evil)
+    configure_tracking(settings)
+    mlflow.MlflowClient().set_model_version_tag("llm_model", "1", "serving_sha256", sha256_bytes(evil))
+    with pytest.raises(
+        DeploymentError, match="refusing to load global 'posix.system'|refusing to load global 'os.system'"
+    ):
+        fetch_candidates(["llm_model"])
+    assert not marker.exists()
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
