@@ -105,6 +105,7 @@ def train_embedding_model(data: Datasets, settings: Settings, workdir: Path) -> 
         seed=seed,
         workdir=workdir,
         base_model=cfg.base_model,
+        triplet_margin=cfg.triplet_margin,
     )
     st_dir = workdir / "sentence_transformer"
     st_model.save(str(st_dir))

@@ -233,6 +233,7 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
         learning_rate=emb.learning_rate,
         seed=seed,
         workdir=workdir,
+        triplet_margin=emb.triplet_margin,
     )
     embedding_s = time.perf_counter() - tic
     progress(f"{clinc.name}: few-shot prototypes at k = {', '.join(map(str, cfg.k_values))}")

@@ -222,6 +222,7 @@ def train_embedding(
     seed: int,
     workdir: Path,
     base_model: str | None = None,
+    triplet_margin: float = 0.6,
 ):
     """Train the embedding model.
 
@@ -238,6 +239,9 @@ def train_embedding(
         workdir: Scratch folder for the trainer.
         base_model: Optional local path of a static-embedding sentence-transformers model to
             fine-tune instead of starting from random vectors.
+        triplet_margin: Margin of the triplet phase, in euclidean distance between unit vectors
+            (at most 2). The loss's default, 5, can never be met there, so every triplet keeps
+            pulling as hard as a violated one; 0.5–0.7 lets the separated ones rest.
 
     Returns:
         ``(sentence_transformer_model, StaticEncoder)``.
@@ -281,7 +285,7 @@ def train_embedding(
         {"sentence": [text for text, _ in labelled], "label": [label_ids[label] for _, label in labelled]}
     )
     _fit(
-        model, label_data, losses.BatchAllTripletLoss(model),
+        model, label_data, losses.BatchAllTripletLoss(model, margin=triplet_margin),
         epochs=epochs, batch_size=batch_size, lr=learning_rate, sampler="group_by_label", seed=seed,
         workdir=workdir / "labels",
     )  # fmt: skip
