@@ -64,7 +64,7 @@ class DeploymentLocked(Refused):
 
 @dataclass
 class Candidate:
-    """A registered version, converted to what is deployed (``payload``: the pickled serving object)."""
+    """A registered version's serving twin, what is deployed (``payload``: its pickle, ``model``: it loaded)."""
 
     key: str
     version: str

@@ -1,9 +1,10 @@
 """Serving twins: the fitted intent and retrieval models as plain numpy arrays and dicts.
 
 The deployed chatbot must start fast and stay small; importing scikit-learn alone costs ~160 MB
-of RSS here (it imports pandas, which imports pyarrow). At deployment the sklearn models are
-converted into these twins, which compute the same numbers — same analyzers, same TF-IDF weights,
-same linear scores — with numpy only. The deployment gates evaluate the twins, i.e. what serves.
+of RSS here (it imports pandas, which imports pyarrow). After training, the sklearn models are
+converted into these twins (logged beside each model; the deployment loads only them), which
+compute the same numbers — same analyzers, same TF-IDF weights, same linear scores — with numpy
+only. The deployment gates evaluate the twins, i.e. what serves.
 This module must never import scikit-learn.
 """
 
