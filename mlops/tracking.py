@@ -7,9 +7,11 @@ MLflow 3 refuses a plain-folder store; one found in ``mlruns/`` is migrated with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -93,15 +95,22 @@ def configure_tracking(settings: Settings) -> TrackingStore:
     import mlflow
 
     uri = settings.tracking_uri
+    registry = settings.mlflow.registry_uri or uri
+    creation_lock = contextlib.nullcontext()
     if uri.startswith("sqlite:///"):
         db_path = Path(uri[len("sqlite:///") :])
         db_path.parent.mkdir(parents=True, exist_ok=True)
         migrate_legacy_store(db_path.parent, uri)
-    registry = settings.mlflow.registry_uri or uri
+        # Two processes opening a new SQLite store at once both run MLflow's schema migrations, and the
+        # loser fails ("duplicate column name: step"): the first opening of the store is serialised.
+        creation_lock = _file_lock(db_path.with_name(db_path.name + ".create-lock"))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
     try:
-        experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
+        with creation_lock:
+            experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
+            if registry == uri:  # the registry's store object is initialised separately, on the same file
+                mlflow.MlflowClient().search_registered_models(max_results=1)
         if experiment is None:
             experiment_id = _create_experiment(settings)
         else:
@@ -110,6 +119,16 @@ def configure_tracking(settings: Settings) -> TrackingStore:
         raise RuntimeError(f"MLflow tracking store {uri} is not usable: {exc}") from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return TrackingStore(uri, registry, experiment_id, settings.mlflow.experiment_name)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing), held for the ``with`` block."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _create_experiment(settings: Settings) -> str:

@@ -194,3 +194,27 @@ def test_pipelines_checking_one_store_at_once_all_succeed(tmp_path, tiny_data_di
     assert [run.returncode for run in runs] == [0] * 4, [err[-1500:] for _, err in outcomes]
     rounds = {tuple(out.split()) for out, _ in outcomes}
     assert len(rounds) == 1 and len(set(rounds.pop())) == 3  # each round: one experiment, shared by all four
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path, tiny_data_dir):
+    """Two trainings started together on a fresh machine: each opens the not-yet-existing SQLite store.
+
+    MLflow creates and migrates the schema on first use; run by two processes at once, the loser failed
+    with "duplicate column name: step" (seen with two `train_chatbot_models.py` started together).
+    """
+    settings = settings_for(tmp_path, tiny_data_dir)  # nothing has opened its store yet
+    db = settings.root / "mlruns" / "mlflow.db"
+    assert not db.exists()
+    start_at = time.time() + 12  # every process has imported MLflow by then
+    code = (
+        "import time, mlflow; from mlops.config import load_settings; from mlops.tracking import configure_tracking\n"
+        "settings = load_settings()\n"
+        f"time.sleep(max(0, {start_at} - time.time()))\n"
+        "store = configure_tracking(settings)\n"
+        "print(store.experiment_id, len(mlflow.MlflowClient().search_registered_models()))"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=PROJ_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    outcomes = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, [err[-1500:] for _, err in outcomes]
+    assert len({out for out, _ in outcomes}) == 1  # one experiment, shared by all four
