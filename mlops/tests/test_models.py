@@ -287,6 +287,8 @@ def test_intent_model_with_embedding_prototypes_and_its_twin_agree(setup, embedd
     """The optional dense view of llm_model (embedding_weight > 0): trained, blended, served by numpy alike."""
     import pickle
 
+    from mlops.chatbot.bot import load_serving_model
+
     settings, data, _ = setup
     llm = settings.training.llm_model.model_copy(update={"embedding_weight": 1.0})
     training = settings.training.model_copy(update={"llm_model": llm})
@@ -296,7 +298,8 @@ def test_intent_model_with_embedding_prototypes_and_its_twin_agree(setup, embedd
     model = train_llm_model(data, blended_settings, embedding.model).model
     assert model.prototypes_ is not None and model.prototypes_.shape == (len(model.classes_), embedding.model.dim)
     queries = list(data.intent_split("test")["text"])[:200] + ["", "zzqx"]
-    twin = pickle.loads(pickle.dumps(model.serving_twin()))
+    # through the chatbot's restricted unpickler, as deployed: the dense part holds only allowed classes
+    twin = load_serving_model(pickle.dumps(model.serving_twin(), protocol=5), "llm twin", "retrain")
     assert np.allclose(twin.predict_proba(queries), model.predict_proba(queries), atol=1e-6)
     without = model.predict_proba(queries)
     model.prototypes_ = None  # the dense view really moves the scores, and turning it off restores the SVM's
