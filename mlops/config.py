@@ -70,7 +70,8 @@ class EmbeddingSettings(_Strict):
     epochs: Annotated[int, Field(ge=1, le=100)] = 10
     batch_size: Annotated[int, Field(ge=4, le=4096)] = 64
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.1
-    triplet_margin: Annotated[float, Field(gt=0.0, le=10.0)] = 0.6
+    # euclidean distance between unit vectors is at most 2: a margin of 2 or more can never be met
+    triplet_margin: Annotated[float, Field(gt=0.0, lt=2.0)] = 0.6
     triplet_samples: Annotated[int, Field(ge=10, le=1_000_000)] = 2000
 
 

@@ -30,8 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from mlops.chatbot.bot import MANIFEST, DeploymentError, load_serving_model, read_manifest, verified_path
 from mlops.cli import Refused
 from mlops.config import MODEL_KEYS, Settings
@@ -226,9 +224,9 @@ def _champion_metrics(key: str, champion: dict, models_dir: Path, data: Datasets
     ((relative, digest),) = champion["files"].items()
     path = verified_path(models_dir, relative, digest)  # integrity first: a tampered file always raises
     try:
-        model = to_serving(joblib.load(path))
+        model = load_serving_model(path.read_bytes(), str(path), "it was deployed by an older version of the code")
         return evaluate(key, model, data, settings.training.seed, settings.training.embedding_model.triplet_samples)
-    except (AttributeError, ModuleNotFoundError, ImportError, ValueError, KeyError) as exc:
+    except (DeploymentError, AttributeError, ValueError, KeyError) as exc:
         logger.warning("%s: cannot evaluate the live champion %s: %s", key, path, exc)
         return None
 
@@ -266,8 +264,8 @@ def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) ->
         try:
             payload = registered_serving_payload(key, model_version)
             if payload is None:  # logged before serving twins were logged with the model: convert here
-                twin = to_serving(load_model_version(key, model_version))
-                payload = pickle.dumps(twin, protocol=5)
+                payload = pickle.dumps(to_serving(load_model_version(key, model_version)), protocol=5)
+                twin = _unpickle_twin(key, str(model_version.version), payload)  # exactly what serving will load
             else:
                 twin = _unpickle_twin(key, str(model_version.version), payload)
         except (IncompatibleModelError, ValueError) as exc:

@@ -102,7 +102,8 @@ def configure_tracking(settings: Settings) -> TrackingStore:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         migrate_legacy_store(db_path.parent, uri)
         # Two processes opening a new SQLite store at once both run MLflow's schema migrations, and the
-        # loser fails ("duplicate column name: step"): the first opening of the store is serialised.
+        # loser fails ("duplicate column name: step"): opening the store is serialised (a few ms once
+        # the schema exists).
         creation_lock = _file_lock(db_path.with_name(db_path.name + ".create-lock"))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
@@ -126,7 +127,12 @@ def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (created if missing), held for the ``with`` block."""
     import fcntl
 
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")  # noqa: SIM115 (closed below)
+    except OSError:  # a read-only store folder: a reader cannot be creating the store, no lock needed
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 

@@ -126,7 +126,9 @@ class _ServingUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if module.startswith(_SAFE_PREFIXES) and "." not in name:
             found = getattr(importlib.import_module(module), name)  # gone: AttributeError, "cannot be loaded"
-            if isinstance(found, type):  # a class, never a function that could be called with crafted arguments
+            # a class (never a function that could be called with crafted arguments) defined in that
+            # module, not one it merely imports (an sklearn or pathlib class)
+            if isinstance(found, type) and found.__module__ == module:
                 return found
         raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}': not a serving model class")
 

@@ -75,17 +75,26 @@ def fit_whitening(encoder: StaticEncoder, texts: Sequence[str], eps: float) -> t
     the largest eigenvalue added to every eigenvalue) keeps the noise directions from being blown up.
     """
     vectors = encoder.encode(list(texts)).astype(np.float64)
+    if len(vectors) < 2:
+        raise ValueError(f"whitening needs at least 2 texts to estimate a covariance, got {len(vectors)}")
     mean = vectors.mean(axis=0)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov((vectors - mean).T))
     eigenvalues = np.clip(eigenvalues, 0.0, None)
+    if eigenvalues.max() <= 0:
+        raise ValueError("whitening: the texts' embedding vectors are all identical (no variance to whiten)")
     matrix = eigenvectors / np.sqrt(eigenvalues + eps * eigenvalues.max())
     return mean.astype(np.float32), matrix.astype(np.float32)
 
 
 def whiten(vectors: np.ndarray, whitening: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """``vectors`` centred, whitened and scaled to length 1 (zero rows stay zero)."""
+    """``vectors`` centred, whitened and scaled to length 1.
+
+    A zero row (a text with no known token) stays zero: centring would otherwise give it a definite
+    direction, the opposite of the mean, and a prediction it has no evidence for.
+    """
     mean, matrix = whitening
     out = (vectors - mean) @ matrix
+    out[~np.asarray(vectors).any(axis=1)] = 0.0
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 

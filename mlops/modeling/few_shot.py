@@ -91,7 +91,7 @@ class FewShotClassifier:
         return (dense if self.whitening is None else whiten(dense, self.whitening)), sparse
 
     def without_intents(self) -> FewShotClassifier:
-        """A classifier with the same encoder, vectorizer and settings and no intent yet (shares the arrays)."""
+        """A classifier with the same encoder, vectorizer, whitening and settings (shared) and no intent yet."""
         empty = copy.copy(self)
         empty.labels, empty.examples_per_label = [], {}
         empty._dense, empty._sparse = self._dense[:0].copy(), self._sparse[:0].copy()

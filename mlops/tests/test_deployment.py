@@ -451,6 +451,23 @@ def test_a_tampered_or_unloadable_serving_twin_in_the_registry_is_refused(tmp_pa
         DeploymentError, match=r"models:/llm_model/1 \(serving twin\): cannot be loaded by this version"
     ):
         fetch_candidates(["llm_model"])
+    monkeypatch.undo()
+
+    # a version registered before twins were logged (no tag): converted here, checked like a logged twin
+    configure_tracking(settings)
+    mlflow.MlflowClient().delete_model_version_tag("llm_model", "1", "serving_sha256")
+    converted = fetch_candidates(["llm_model"])["llm_model"]
+    queries = ["hello there", "best time to visit kyoto", "how do i fix my car"]
+    assert np.allclose(converted.model.predict_proba(queries), pickle.loads(good).predict_proba(queries))
+
+
+def test_the_serving_unpickler_refuses_classes_a_model_module_merely_imports():
+    """`mlops.modeling.embedding` imports `pathlib.Path`: reachable by that name, but not a model class."""
+    from mlops.chatbot.bot import load_serving_model
+
+    forged = b"cmlops.modeling.embedding\nPath\n(S'/etc/passwd'\ntR."
+    with pytest.raises(DeploymentError, match=r"refusing to load global 'mlops.modeling.embedding.Path'"):
+        load_serving_model(forged, "forged", "n/a")
 
 
 def test_a_registry_twin_with_a_forged_sha256_tag_still_cannot_run_code(tmp_path, tiny_data_dir):

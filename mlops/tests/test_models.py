@@ -269,6 +269,13 @@ def test_few_shot_whitening_whitens_and_adding_an_intent_still_equals_fitting_it
     assert np.abs(vectors.mean(axis=0)).max() < 1e-3
     variances = np.linalg.eigvalsh(np.cov(vectors.T))
     assert 0.9 < variances.max() <= 1.0 + 1e-3
+    # a text with no known token has no direction: nothing but the out_of_scope bonus speaks for it
+    from mlops.modeling.embedding import fit_whitening, whiten
+
+    assert not whiten(np.zeros((1, embedding.model.dim), np.float32), whitened.whitening).any()
+    assert whitened.without_intents().fit(texts, labels).predict(["", "   "]).tolist() == ["out_of_scope"] * 2
+    with pytest.raises(ValueError, match="at least 2 texts"):
+        fit_whitening(embedding.model, ["one text"], 0.03)
     # whitening and the bias are fixed, label-free settings: an intent added later gets exactly its fitted prototype
     all_at_once = whitened.without_intents().fit(texts, labels)
     others = [i for i, label in enumerate(labels) if label != "weather"]
