@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -21,6 +20,7 @@ import pandas as pd
 
 from mlops.config import Settings
 from mlops.integrity import sha256_bytes, sha256_file
+from mlops.processes import sqlite_creation_lock
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def configure_tracking(settings: Settings) -> TrackingStore:
         # Two processes opening a new SQLite store at once both run MLflow's schema migrations, and the
         # loser fails ("duplicate column name: step"): opening the store is serialised (a few ms once
         # the schema exists).
-        creation_lock = _file_lock(db_path.with_name(db_path.name + ".create-lock"))
+        creation_lock = sqlite_creation_lock(db_path)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
     try:
@@ -120,21 +120,6 @@ def configure_tracking(settings: Settings) -> TrackingStore:
         raise RuntimeError(f"MLflow tracking store {uri} is not usable: {exc}") from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return TrackingStore(uri, registry, experiment_id, settings.mlflow.experiment_name)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created if missing), held for the ``with`` block."""
-    import fcntl
-
-    try:
-        handle = open(path, "a")  # noqa: SIM115 (closed below)
-    except OSError:  # a read-only store folder: a reader cannot be creating the store, no lock needed
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _create_experiment(settings: Settings) -> str:
@@ -332,25 +317,36 @@ def latest_version(key: str):
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
+def _verified_artifact(key: str, model_version, dest: Path, serving: bool) -> Path:
+    """Download a registered version into ``dest``; its joblib file (or serving twin), checked against its tag.
+
+    Raises:
+        ValueError: The file is missing or its sha256 differs from the one recorded when it was logged.
+    """
+    import mlflow
+
+    uri = f"models:/{key}/{model_version.version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    found = sorted(path for path in local.glob("artifacts/*.pkl") if path.name.endswith(SERVING_SUFFIX) == serving)
+    if not found:
+        if serving:
+            raise ValueError(f"{uri} is tagged {SERVING_TAG} but holds no artifacts/*{SERVING_SUFFIX}")
+        raise ValueError(f"{uri} holds no pickled model under artifacts/")
+    expected = model_version.tags.get(SERVING_TAG if serving else "sha256")
+    actual = sha256_file(found[0])
+    if expected != actual:
+        what = "serving twin sha256" if serving else "sha256"
+        raise ValueError(f"{uri}: {what} {actual} differs from the logged {expected}")
+    return found[0]
+
+
 def download_registered_pickle(key: str, model_version, dest: Path) -> Path:
     """Download the joblib file of a registered version and verify it against its sha256 tag.
 
     Raises:
         ValueError: The file's sha256 differs from the one recorded when it was logged.
     """
-    import mlflow
-
-    local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{key}/{model_version.version}", dst_path=str(dest))
-    )
-    found = sorted(path for path in local.glob("artifacts/*.pkl") if not path.name.endswith(SERVING_SUFFIX))
-    if not found:
-        raise ValueError(f"models:/{key}/{model_version.version} holds no pickled model under artifacts/")
-    expected = model_version.tags.get("sha256")
-    actual = sha256_file(found[0])
-    if expected != actual:
-        raise ValueError(f"models:/{key}/{model_version.version}: sha256 {actual} differs from the logged {expected}")
-    return found[0]
+    return _verified_artifact(key, model_version, dest, serving=False)
 
 
 def registered_version(key: str, version: str | None = None):
@@ -372,21 +368,10 @@ def registered_serving_payload(key: str, model_version) -> bytes | None:
     """
     import tempfile
 
-    import mlflow
-
-    expected = model_version.tags.get(SERVING_TAG)
-    if not expected:
+    if not model_version.tags.get(SERVING_TAG):
         return None
-    uri = f"models:/{key}/{model_version.version}"
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        found = sorted(local.glob(f"artifacts/*{SERVING_SUFFIX}"))
-        if not found:
-            raise ValueError(f"{uri} is tagged {SERVING_TAG} but holds no artifacts/*{SERVING_SUFFIX}")
-        payload = found[0].read_bytes()
-    if sha256_bytes(payload) != expected:
-        raise ValueError(f"{uri}: serving twin sha256 {sha256_bytes(payload)} differs from the logged {expected}")
-    return payload
+        return _verified_artifact(key, model_version, Path(tmp), serving=True).read_bytes()
 
 
 class IncompatibleModelError(ValueError):

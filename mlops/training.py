@@ -79,6 +79,13 @@ def kb_pairs(data: Datasets) -> list[tuple[str, str]]:
     return pairs
 
 
+def unlabelled_text(data: Datasets) -> list[str]:
+    """The train queries and the knowledge-base documents, labels unseen: what vectorizers and whitening fit on."""
+    return list(data.intent_split("train")["text"]) + [
+        doc["text"] for doc in build_documents(data.destinations, data.sri_lanka)
+    ]
+
+
 def knowledge_base_places(data: Datasets) -> list[str]:
     """Every place, country and district name of the knowledge base, plus the country itself."""
     names = [*data.destinations["name"], *data.destinations["country"], *data.sri_lanka["name"]]
@@ -131,9 +138,7 @@ def train_llm_model(data: Datasets, settings: Settings, encoder: StaticEncoder |
     if cfg.embedding_weight > 0:
         if encoder is None:
             raise ValueError("llm_model.embedding_weight > 0 needs the embedding model (or set it to 0)")
-        docs = build_documents(data.destinations, data.sri_lanka)
-        unlabelled = normalize_batch(list(train["text"]) + [doc["text"] for doc in docs])
-        whitening = fit_whitening(encoder, unlabelled, cfg.whiten_eps)
+        whitening = fit_whitening(encoder, normalize_batch(unlabelled_text(data)), cfg.whiten_eps)
 
     def fit(frame: pd.DataFrame):
         model = build_intent_model(cfg, places, seed).fit(frame["text"], frame["intent"])
@@ -176,8 +181,7 @@ def train_llm_model(data: Datasets, settings: Settings, encoder: StaticEncoder |
 def train_few_shot_model(data: Datasets, settings: Settings, encoder: StaticEncoder) -> TrainedModel:
     cfg, seed = settings.training.few_shot_model, settings.training.seed
     train, test = data.intent_split("train"), data.intent_split("test")
-    docs = build_documents(data.destinations, data.sri_lanka)
-    unlabelled = list(train["text"]) + [doc["text"] for doc in docs]
+    unlabelled = unlabelled_text(data)
     vectorizer = fit_sparse_vectorizer(unlabelled)
     empty = build_few_shot_model(cfg, encoder, vectorizer, unlabelled)
     metrics: dict[str, float] = {}

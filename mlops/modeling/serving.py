@@ -134,7 +134,7 @@ class IntentTwin:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), len(self.classes)))
-        dense_logits = np.zeros((len(texts), len(self.classes)))
+        dense_logits = None
         if self.dense is not None and len(texts):
             encoder, whitening, prototypes, weight = self.dense
             dense_logits = weight * (
@@ -147,7 +147,9 @@ class IntentTwin:
                 columns, values = block.transform_one(prepared)
                 if len(columns):
                     logits += values @ self.coef[columns]
-            logits = self.beta * logits + dense_logits[row]
+            logits = self.beta * logits
+            if dense_logits is not None:
+                logits += dense_logits[row]
             logits -= logits.max()
             probs = np.exp(logits)
             out[row] = probs / probs.sum()

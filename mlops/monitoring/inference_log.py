@@ -11,7 +11,6 @@ it starts and every ``PRUNE_INTERVAL_S`` seconds after that, so the log cannot g
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -41,6 +40,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from mlops.processes import sqlite_creation_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,9 +153,7 @@ def make_engine(location: str | Path):
         engine = create_engine(url, future=True, pool_pre_ping=True)
     if url.startswith("sqlite:///"):
         # two processes creating a new SQLite file at once race on its first connection and tables
-        db_path = Path(url[len("sqlite:///") :])
-        with open(db_path.with_name(db_path.name + ".create-lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with sqlite_creation_lock(Path(url[len("sqlite:///") :])):
             metadata.create_all(engine)
             upgrade_schema(engine)
         return engine

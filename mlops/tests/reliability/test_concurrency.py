@@ -171,6 +171,15 @@ def test_dashboard_reads_while_two_writers_fill_the_log(tmp_path):
     assert len(read_log(tmp_path / "log.db")) == per_thread * threads
 
 
+def _four_processes_succeed(code: str, settings) -> list[tuple[str, str]]:
+    """Run ``code`` in four Python processes at once with the CLI's environment; all must exit 0."""
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=PROJ_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    outcomes = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, [err[-1500:] for _, err in outcomes]
+    return outcomes
+
+
 def test_pipelines_checking_one_store_at_once_all_succeed(tmp_path, tiny_data_dir):
     """Four processes run the store check at the same instant, three rounds, each on a new experiment.
 
@@ -188,10 +197,7 @@ def test_pipelines_checking_one_store_at_once_all_succeed(tmp_path, tiny_data_di
         "    named = settings.mlflow.model_copy(update={'experiment_name': f'round{n}'})\n"
         "    print(check_tracking_store(settings.model_copy(update={'mlflow': named})).experiment_id)"
     )
-    runs = [subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=PROJ_ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
-    outcomes = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0] * 4, [err[-1500:] for _, err in outcomes]
+    outcomes = _four_processes_succeed(code, settings)
     rounds = {tuple(out.split()) for out, _ in outcomes}
     assert len(rounds) == 1 and len(set(rounds.pop())) == 3  # each round: one experiment, shared by all four
 
@@ -213,8 +219,5 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path, tiny
         "store = configure_tracking(settings)\n"
         "print(store.experiment_id, len(mlflow.MlflowClient().search_registered_models()))"
     )
-    runs = [subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=PROJ_ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
-    outcomes = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0] * 4, [err[-1500:] for _, err in outcomes]
+    outcomes = _four_processes_succeed(code, settings)
     assert len({out for out, _ in outcomes}) == 1  # one experiment, shared by all four
