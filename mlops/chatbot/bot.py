@@ -105,8 +105,7 @@ def load_models(models_dir: Path) -> tuple[dict[str, Any], dict]:
 # What a deployed serving model may reference: our own model classes, numpy arrays and compiled regexes.
 # Anything else (os.system, builtins.eval, subprocess...) is refused before it can be called, so even a
 # pickle whose hash was also rewritten in the manifest cannot run code.
-# (mlops.tests: the suite's stand-in models, e.g. an intent model that always answers one intent)
-_SAFE_PREFIXES = ("mlops.modeling.", "mlops.tests.")
+_SAFE_PREFIXES = ("mlops.modeling.",)
 _SAFE_GLOBALS = {
     ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy", "float64"), ("numpy", "float32"), ("numpy", "int64"),
     ("numpy", "int32"), ("numpy", "bool_"), ("numpy", "str_"),

@@ -20,6 +20,9 @@ import pytest
 from mlops.chatbot import DeploymentError, TravelChatbot
 from mlops.config import MODEL_KEYS, PROJ_ROOT
 from mlops.deployment import DeploymentLocked, DeploymentRefused, deploy, live_at, read_history, rollback
+from mlops.modeling.intent import PLACE_TOKEN
+from mlops.modeling.serving import IntentTwin
+from mlops.taxonomy import INTENTS
 from mlops.tracking import configure_tracking, log_pickled_model
 from mlops.training import EXAMPLE_QUERIES, run_training
 
@@ -194,17 +197,14 @@ def test_gate_failure_refuses_with_metric_value_and_threshold(tmp_path, tiny_dat
     assert read_history(settings.models_dir)[-1]["outcome"] == "refused"
 
 
-class ShuffledIntents:
-    """An intent model that answers a fixed wrong intent: a real, registered, clearly worse candidate."""
+def always_answers(label: str) -> IntentTwin:
+    """A real serving intent model that answers ``label`` to every query: a registered, clearly worse candidate.
 
-    def __init__(self, label: str):
-        self.label = label
-
-    def predict(self, texts):
-        return np.array([self.label] * len(texts), dtype=object)
-
-    def predict_with_confidence(self, texts):
-        return [(self.label, 0.5) for _ in texts]
+    Built from the serving class itself (no n-gram block, all weight in the intercept), so it loads through
+    the chatbot's restricted unpickler like any trained model.
+    """
+    intercept = np.where(np.asarray(INTENTS) == label, 5.0, 0.0)
+    return IntentTwin(None, PLACE_TOKEN, [], np.zeros((0, len(INTENTS))), intercept, 1.0, INTENTS, 0.0)
 
 
 def test_worse_candidate_is_refused_then_forced_then_rolled_back(tmp_path, tiny_data_dir):
@@ -216,7 +216,7 @@ def test_worse_candidate_is_refused_then_forced_then_rolled_back(tmp_path, tiny_
 
     configure_tracking(settings)
     path = tmp_path / "bad.pkl"
-    joblib.dump(ShuffledIntents("weather"), path)
+    joblib.dump(always_answers("weather"), path)
     with mlflow.start_run(run_name="bad"):
         log_pickled_model("llm_model", path, EXAMPLE_QUERIES, register=True)
 
@@ -470,6 +470,19 @@ def test_the_serving_unpickler_refuses_classes_a_model_module_merely_imports():
         load_serving_model(forged, "forged", "n/a")
 
 
+def test_the_serving_unpickler_refuses_the_test_suites_own_classes():
+    """Only classes defined in `mlops.modeling` load: the suite's helpers ship with the package, but are not models."""
+    from mlops.chatbot.bot import load_serving_model
+
+    class_pickle = pickle.dumps(_Plain())
+    assert b"mlops.tests.test_deployment" in class_pickle
+    with pytest.raises(DeploymentError, match=r"refusing to load global 'mlops.tests.test_deployment._Plain'"):
+        load_serving_model(class_pickle, "forged", "n/a")
+    # the suite's stand-in for a bad model is a real serving class, so it still loads
+    twin = load_serving_model(pickle.dumps(always_answers("weather")), "stand-in", "n/a")
+    assert [label for label, _ in twin.predict_with_confidence(["hello", "visa for japan"])] == ["weather"] * 2
+
+
 def test_a_registry_twin_with_a_forged_sha256_tag_still_cannot_run_code(tmp_path, tiny_data_dir):
     """Whoever can rewrite both the artifact and its tag still only gets serving model classes unpickled."""
     from mlops.deployment import fetch_candidates
@@ -488,6 +501,10 @@ def test_a_registry_twin_with_a_forged_sha256_tag_still_cannot_run_code(tmp_path
     ):
         fetch_candidates(["llm_model"])
     assert not marker.exists()
+
+
+class _Plain:
+    """A harmless class of the test suite (allowed by the serving unpickler before 2026-12-01)."""
 
 
 class _RunsCode:

@@ -27,7 +27,7 @@ from mlops.tracking import configure_tracking, log_pickled_model
 from mlops.training import EXAMPLE_QUERIES, run_training
 
 from ..conftest import cli_env
-from ..test_deployment import ShuffledIntents, settings_for
+from ..test_deployment import always_answers, settings_for
 from .conftest import DEPLOY_SCRIPT, manifest_bytes
 
 QUERIES = ["hello", "Where can I see leopards in Sri Lanka?", "best time to visit kandy", "thanks a lot",
@@ -43,7 +43,7 @@ def two_sets(tmp_path_factory, tiny_data_dir):
     v1 = TravelChatbot.load(settings.models_dir)
     configure_tracking(settings)
     path = settings.root / "weather.pkl"
-    joblib.dump(ShuffledIntents("weather"), path)
+    joblib.dump(always_answers("weather"), path)
     with mlflow.start_run(run_name="always-weather"):
         log_pickled_model("llm_model", path, EXAMPLE_QUERIES, register=True)
     deploy(settings, force=True)
