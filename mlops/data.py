@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops.integrity import sha256_bytes, sha256_file
+from mlops.modeling.text import normalize
 from mlops.taxonomy import INTENTS, OUT_OF_SCOPE
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ FILES = {
     "sri_lanka": "enhanced_sri_lanka_guide.csv",
     "intents": "intents.csv",
     "retrieval": "retrieval_eval.csv",
+    "courtesy": "courtesy_phrases.csv",
 }
 
 DESTINATION_COLUMNS = (
@@ -61,6 +63,8 @@ SRI_LANKA_COLUMNS = (
 SRI_LANKA_OPTIONAL = ("best_months",)
 INTENT_COLUMNS = ("text", "intent", "split")
 RETRIEVAL_COLUMNS = ("query", "relevant_ids", "split")
+COURTESY_COLUMNS = ("phrase", "meaning", "language")
+COURTESY_MEANINGS = ("hello", "thanks", "goodbye")
 
 
 class DataValidationError(ValueError):
@@ -84,6 +88,7 @@ class Datasets:
     sri_lanka: pd.DataFrame
     intents: pd.DataFrame
     retrieval: pd.DataFrame
+    courtesy: pd.DataFrame
     paths: dict[str, Path] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
 
@@ -98,6 +103,11 @@ class Datasets:
 
     def retrieval_split(self, split: str) -> pd.DataFrame:
         return self.retrieval[self.retrieval["split"] == split].reset_index(drop=True)
+
+    @property
+    def courtesy_map(self) -> dict[str, str]:
+        """Greetings, thanks and farewells in other languages and chat shorthand -> their English word."""
+        return dict(zip(self.courtesy["phrase"], self.courtesy["meaning"], strict=True))
 
 
 def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -285,8 +295,16 @@ def validate_retrieval(path: Path, known_ids: set[str]) -> pd.DataFrame:
     return frame
 
 
+def validate_courtesy(path: Path) -> pd.DataFrame:
+    frame = read_csv(path, COURTESY_COLUMNS)
+    _check_allowed(path, frame, "meaning", COURTESY_MEANINGS)
+    frame["phrase"] = frame["phrase"].map(normalize)
+    _check_unique(path, frame, "phrase")
+    return frame
+
+
 def load_datasets(data_dir: Path, min_per_intent: int = 5) -> Datasets:
-    """Load and validate all four datasets.
+    """Load and validate all five datasets.
 
     Args:
         data_dir: Folder holding the CSV files named in ``FILES``.
@@ -307,9 +325,10 @@ def load_datasets(data_dir: Path, min_per_intent: int = 5) -> Datasets:
         raise DataValidationError(paths["sri_lanka"], f"id '{sorted(clash)[0]}' is also a destination id", column="id")
     intents = validate_intents(paths["intents"], min_per_intent)
     retrieval = validate_retrieval(paths["retrieval"], set(destinations["id"]) | set(sri_lanka["id"]))
+    courtesy = validate_courtesy(paths["courtesy"])
     digests = {name: sha256_file(path) for name, path in paths.items()}
     logger.info(
         "Loaded %d destinations, %d Sri Lanka places, %d intent examples, %d retrieval queries",
         len(destinations), len(sri_lanka), len(intents), len(retrieval),
     )  # fmt: skip
-    return Datasets(destinations, sri_lanka, intents, retrieval, paths, digests)
+    return Datasets(destinations, sri_lanka, intents, retrieval, courtesy, paths, digests)

@@ -26,8 +26,9 @@ CODE = {
 }
 DATA = {
     "embedding_model": ("intents", "destinations", "sri_lanka"),  # never the retrieval queries (they tune rag)
-    "llm_model": ("intents", "destinations", "sri_lanka"),  # the knowledge base names the places to mask
-    "few_shot_model": ("intents", "destinations", "sri_lanka"),
+    # the knowledge base names the places to mask; the courtesy phrases are translated
+    "llm_model": ("intents", "destinations", "sri_lanka", "courtesy"),
+    "few_shot_model": ("intents", "destinations", "sri_lanka", "courtesy"),
     "rag_model": ("destinations", "sri_lanka", "retrieval"),
 }
 DEPENDS_ON_EMBEDDING = ("few_shot_model", "rag_model")

@@ -30,11 +30,11 @@ from mlops.data import Datasets, load_datasets
 from mlops.evaluation import evaluate, expected_calibration_error, intent_metrics, ranking_metrics
 from mlops.fingerprint import TAG, embedding_dependents, model_fingerprints
 from mlops.modeling.embedding import StaticEncoder, fit_whitening
-from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
+from mlops.modeling.few_shot import build_few_shot_model, sample_k
 from mlops.modeling.intent import build_intent_model, place_vocabulary
 from mlops.modeling.retrieval import RetrievalModel, build_documents
 from mlops.modeling.serving import to_serving
-from mlops.modeling.text import normalize_batch
+from mlops.modeling.text import PhraseTranslator, normalize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def train_llm_model(data: Datasets, settings: Settings, encoder: StaticEncoder |
         whitening = fit_whitening(encoder, normalize_batch(unlabelled_text(data)), cfg.whiten_eps)
 
     def fit(frame: pd.DataFrame):
-        model = build_intent_model(cfg, places, seed).fit(frame["text"], frame["intent"])
+        model = build_intent_model(cfg, places, seed, data.courtesy_map).fit(frame["text"], frame["intent"])
         if whitening is not None:
             model.attach_prototypes(
                 encoder, whitening, list(frame["text"]), list(frame["intent"]), cfg.embedding_weight
@@ -181,9 +181,8 @@ def train_llm_model(data: Datasets, settings: Settings, encoder: StaticEncoder |
 def train_few_shot_model(data: Datasets, settings: Settings, encoder: StaticEncoder) -> TrainedModel:
     cfg, seed = settings.training.few_shot_model, settings.training.seed
     train, test = data.intent_split("train"), data.intent_split("test")
-    unlabelled = unlabelled_text(data)
-    vectorizer = fit_sparse_vectorizer(unlabelled)
-    empty = build_few_shot_model(cfg, encoder, vectorizer, unlabelled)
+    translator = PhraseTranslator(data.courtesy_map, keep=place_vocabulary(knowledge_base_places(data)))
+    empty = build_few_shot_model(cfg, encoder, unlabelled_text(data), translator)
     metrics: dict[str, float] = {}
     draws = []
     for k in cfg.k_values:
@@ -267,10 +266,11 @@ def _dataset_inputs(data: Datasets, key: str) -> list[tuple[pd.DataFrame, str, s
         (data.destinations, "destinations", "knowledge_base", None),
         (data.sri_lanka, "sri_lanka_guide", "knowledge_base", None),
     ]
+    courtesy = [(data.courtesy, "courtesy_phrases", "lexicon", None)]
     return {
         "embedding_model": intents + kb + retrieval[:1],
-        "llm_model": intents,
-        "few_shot_model": intents,
+        "llm_model": intents + courtesy,
+        "few_shot_model": intents + courtesy,
         "rag_model": kb + retrieval,
     }[key]
 
@@ -287,6 +287,7 @@ def _log_model_run(
         "retrieval": "retrieval",
         "destinations": "destinations",
         "sri_lanka_guide": "sri_lanka",
+        "courtesy_phrases": "courtesy",
     }
     with mlflow.start_run(run_name=trained.key, nested=True, tags=owner_tags()) as run:
         mlflow.set_tags({"model_key": trained.key, "data_fingerprint": data.fingerprint, TAG: fingerprint})

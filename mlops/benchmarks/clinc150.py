@@ -175,12 +175,17 @@ def serving_size_mb(model: IntentClassifier) -> float:
 
 
 def run_intent(
-    clinc: Clinc, method: str, cfg: IntentSettings, places: Sequence[str], seed: int = 42
+    clinc: Clinc,
+    method: str,
+    cfg: IntentSettings,
+    places: Sequence[str],
+    seed: int = 42,
+    phrases: Mapping[str, str] | None = None,
 ) -> dict[str, float | str]:
     """Train on train (+ oos_train), tune on val, score on test: one row of the results table."""
     data = clinc.training(method)
     tic = time.perf_counter()
-    model = build_intent_model(cfg, places, seed).fit(data.texts, data.labels)
+    model = build_intent_model(cfg, places, seed, phrases).fit(data.texts, data.labels)
     fit_s = time.perf_counter() - tic
     threshold = tune_on_validation(model, clinc.val, cfg.oos_weight)
     train_s = time.perf_counter() - tic
@@ -208,7 +213,9 @@ def same_intent_pairs(split: Split) -> list[tuple[str, str]]:
     return [(texts[i], texts[(i + 1) % len(texts)]) for texts in grouped.values() for i in range(len(texts))]
 
 
-def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Progress) -> dict[str, float | str]:
+def run_few_shot(
+    clinc: Clinc, settings: Settings, workdir: Path, progress: Progress, phrases: Mapping[str, str] | None = None
+) -> dict[str, float | str]:
     """The few-shot trainer on CLINC's in-scope intents: accuracy at each k of the config, no out-of-scope.
 
     Only the largest k examples per intent are labelled for the embedding model too (training it on all
@@ -216,7 +223,8 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
     the whole train split unlabelled.
     """
     from mlops.modeling.embedding import train_embedding
-    from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
+    from mlops.modeling.few_shot import build_few_shot_model, sample_k
+    from mlops.modeling.text import PhraseTranslator
 
     emb, cfg, seed = settings.training.embedding_model, settings.training.few_shot_model, settings.training.seed
     tic = time.perf_counter()
@@ -237,8 +245,7 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
     )
     embedding_s = time.perf_counter() - tic
     progress(f"{clinc.name}: few-shot prototypes at k = {', '.join(map(str, cfg.k_values))}")
-    vectorizer = fit_sparse_vectorizer(clinc.train.texts)
-    empty = build_few_shot_model(cfg, encoder, vectorizer, clinc.train.texts)
+    empty = build_few_shot_model(cfg, encoder, clinc.train.texts, PhraseTranslator(phrases or {}))
     in_scope = [i for i, label in enumerate(clinc.test.labels) if label != OUT_OF_SCOPE]
     test_texts = [clinc.test.texts[i] for i in in_scope]
     truth = np.asarray([clinc.test.labels[i] for i in in_scope], dtype=object)
@@ -255,13 +262,15 @@ def run_few_shot(clinc: Clinc, settings: Settings, workdir: Path, progress: Prog
 
 
 # ------------------------------------------------------------------------------------ orchestration
-def project_places(settings: Settings) -> list[str]:
-    """The place names ``llm_model`` masks, from the project's knowledge base (read, never written)."""
+def project_knowledge(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """What the project's intent models know beyond their examples: the place names ``llm_model`` masks
+    (from the knowledge base) and the courtesy phrases it translates (read, never written)."""
     from mlops.data import load_datasets
     from mlops.modeling.intent import place_vocabulary
     from mlops.training import knowledge_base_places
 
-    return place_vocabulary(knowledge_base_places(load_datasets(settings.data_dir)))
+    data = load_datasets(settings.data_dir)
+    return place_vocabulary(knowledge_base_places(data)), data.courtesy_map
 
 
 def run_benchmark(
@@ -278,20 +287,20 @@ def run_benchmark(
     """
     say = progress or (lambda message: None)
     cfg, seed = settings.training.llm_model, settings.training.seed
-    places = project_places(settings)
+    places, phrases = project_knowledge(settings)
     rows = []
     for name in setting_names:
         clinc = load_setting(data_dir, name)
         for method in METHODS:
             say(f"{name}: intent model, {method} ({len(clinc.training(method).texts)} training examples)")
-            rows.append(run_intent(clinc, method, cfg, places, seed))
+            rows.append(run_intent(clinc, method, cfg, places, seed, phrases))
             say(
                 f"{name}: {method}: in-scope accuracy {rows[-1]['in_scope_accuracy']:.3f}, "
                 f"OOS recall {rows[-1]['oos_recall']:.3f}, {rows[-1]['train_s']:.1f}s"
             )
         if few_shot and name == "full":
             with tempfile.TemporaryDirectory(prefix="clinc-embedding-") as tmp:
-                rows.append(run_few_shot(clinc, settings, Path(tmp), say))
+                rows.append(run_few_shot(clinc, settings, Path(tmp), say, phrases))
     return rows
 
 

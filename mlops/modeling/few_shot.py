@@ -21,7 +21,7 @@ import numpy as np
 
 from mlops.modeling.embedding import StaticEncoder, fit_whitening, whiten
 from mlops.modeling.serving import TfidfTwin
-from mlops.modeling.text import normalize_batch
+from mlops.modeling.text import PhraseTranslator, normalize_batch
 from mlops.taxonomy import OUT_OF_SCOPE
 
 if TYPE_CHECKING:
@@ -54,11 +54,14 @@ class FewShotClassifier:
         dense_weight: Weight of the dense cosine; the sparse cosine gets ``1 - dense_weight``.
         whitening: ``(mean, matrix)`` from :func:`fit_whitening`, or None for raw embedding vectors.
         oos_bias: Added to the ``out_of_scope`` score (when that intent exists).
+        translator: Replaces courtesy phrases of other languages by their English word before both
+            feature views (see :class:`mlops.modeling.text.PhraseTranslator`); None translates nothing.
     """
 
     # class-level defaults: a classifier pickled before these existed loads and scores as it did
     whitening: tuple[np.ndarray, np.ndarray] | None = None
     oos_bias: float = 0.0
+    translator: PhraseTranslator | None = None
 
     def __init__(
         self,
@@ -67,12 +70,14 @@ class FewShotClassifier:
         dense_weight: float = 0.6,
         whitening: tuple[np.ndarray, np.ndarray] | None = None,
         oos_bias: float = 0.0,
+        translator: PhraseTranslator | None = None,
     ):
         self.encoder = encoder
         self.vectorizer = vectorizer
         self.dense_weight = dense_weight
         self.whitening = whitening
         self.oos_bias = oos_bias
+        self.translator = translator
         self.labels: list[str] = []
         self._dense = np.zeros((0, encoder.dim), dtype=np.float32)
         self._sparse = np.zeros((0, len(vectorizer.vocabulary_)), dtype=np.float32)
@@ -80,6 +85,8 @@ class FewShotClassifier:
 
     def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         texts = normalize_batch(texts)
+        if self.translator is not None:
+            texts = self.translator.batch(texts)
         if isinstance(self.vectorizer, TfidfTwin):
             sparse = np.zeros((len(texts), self._sparse.shape[1]), dtype=np.float32)
             for row, text in enumerate(texts):
@@ -153,15 +160,24 @@ class FewShotClassifier:
 
 
 def build_few_shot_model(
-    cfg: FewShotSettings, encoder: StaticEncoder, vectorizer: TfidfVectorizer, unlabelled: Sequence[str]
+    cfg: FewShotSettings,
+    encoder: StaticEncoder,
+    unlabelled: Sequence[str],
+    translator: PhraseTranslator | None = None,
 ) -> FewShotClassifier:
     """An empty classifier with the configured settings (the one factory of training and the CLINC150 bench).
 
     Args:
-        unlabelled: Text whose embedding statistics fit the whitening (labels are never seen).
+        unlabelled: Text the sparse vectorizer and the whitening are fitted on (labels are never seen).
+        translator: See :class:`FewShotClassifier`; applied to ``unlabelled`` too.
     """
-    whitening = None if cfg.whiten_eps is None else fit_whitening(encoder, normalize_batch(unlabelled), cfg.whiten_eps)
-    return FewShotClassifier(encoder, vectorizer, cfg.dense_weight, whitening, cfg.oos_bias)
+    unlabelled = normalize_batch(unlabelled)
+    if translator is not None:
+        unlabelled = translator.batch(unlabelled)
+    whitening = None if cfg.whiten_eps is None else fit_whitening(encoder, unlabelled, cfg.whiten_eps)
+    return FewShotClassifier(
+        encoder, fit_sparse_vectorizer(unlabelled), cfg.dense_weight, whitening, cfg.oos_bias, translator
+    )
 
 
 def sample_k(texts: Sequence[str], labels: Sequence[str], k: int, seed: int) -> tuple[list[str], list[str]]:

@@ -11,7 +11,7 @@ calibrated confidence is below a threshold chosen on the validation split become
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +25,7 @@ from sklearn.svm import LinearSVC
 
 from mlops.evaluation import intent_metrics
 from mlops.modeling.embedding import StaticEncoder, whiten
-from mlops.modeling.text import normalize, normalize_batch  # noqa: F401 (pickled pipelines name it here)
+from mlops.modeling.text import PhraseTranslator, normalize, normalize_batch  # noqa: F401 (pickled pipelines name it here)
 from mlops.taxonomy import OUT_OF_SCOPE
 
 if TYPE_CHECKING:
@@ -154,6 +154,9 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         calibration_folds: Folds of the temperature calibration.
         oos_threshold: Confidence below which a prediction becomes out_of_scope.
         places: Place-name phrases to mask before featurising.
+        phrases: Courtesy phrases of other languages -> the English word (``data/courtesy_phrases.csv``),
+            replaced before place names are masked (a place name that contains one is kept); empty
+            translates nothing.
         seed: Random state.
     """
 
@@ -168,6 +171,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         calibration_folds: int = 5,
         oos_threshold: float = 0.0,
         places: Sequence[str] = (),
+        phrases: Mapping[str, str] | None = None,
         seed: int = 42,
     ):
         self.word_ngram_max = word_ngram_max
@@ -179,6 +183,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.calibration_folds = calibration_folds
         self.oos_threshold = oos_threshold
         self.places = places
+        self.phrases = phrases
         self.seed = seed
 
     # class-level default: a model pickled before prototypes existed loads and scores as it did
@@ -189,6 +194,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.pipeline_ = Pipeline(
             [
                 ("normalize", FunctionTransformer(normalize_batch)),
+                ("translate", FunctionTransformer(PhraseTranslator(self.phrases or {}, keep=self.places).batch)),
                 ("mask_places", PlaceMasker(self.places)),
                 ("features", sparse_features(self.word_ngram_max, self.char_ngram_min, self.char_ngram_max)),
                 (
@@ -264,6 +270,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             offset += len(vectorizer.vocabulary_)
         masker = self.pipeline_.named_steps["mask_places"]
         pattern = masker.pattern_.pattern if masker.pattern_ is not None else None
+        translate = self.pipeline_.named_steps.get("translate")  # absent in models pickled before it existed
         dense = None
         if self.prototypes_ is not None:
             dense = (self.encoder_, self.whitening_, self.prototypes_, self.embedding_weight_)
@@ -277,6 +284,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             self.classes_,
             self.oos_threshold,
             dense,
+            translate.func.__self__ if translate is not None else None,
         )
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -315,7 +323,9 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         return best_threshold
 
 
-def build_intent_model(cfg: IntentSettings, places: Sequence[str], seed: int) -> IntentClassifier:
+def build_intent_model(
+    cfg: IntentSettings, places: Sequence[str], seed: int, phrases: Mapping[str, str] | None = None
+) -> IntentClassifier:
     """An unfitted intent model from its settings (``training.llm_model``): training and CLINC150 alike."""
     return IntentClassifier(
         word_ngram_max=cfg.word_ngram_max,
@@ -324,5 +334,6 @@ def build_intent_model(cfg: IntentSettings, places: Sequence[str], seed: int) ->
         C=cfg.C,
         calibration_folds=cfg.calibration_folds,
         places=places,
+        phrases=phrases,
         seed=seed,
     )

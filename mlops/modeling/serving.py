@@ -111,12 +111,25 @@ class TfidfTwin:
 
 
 class IntentTwin:
-    """Serving twin of ``IntentClassifier``: normalise → mask places → TF-IDF blocks → linear → softmax."""
+    """Serving twin of ``IntentClassifier``: normalise → translate → mask places → TF-IDF → linear → softmax."""
 
-    # class-level default: a twin pickled before the dense view existed loads and scores as it did
+    # class-level defaults: a twin pickled before these existed loads and scores as it did
     dense = None
+    translator = None
 
-    def __init__(self, places_pattern, placeholder, blocks, coef, intercept, beta, classes, oos_threshold, dense=None):
+    def __init__(
+        self,
+        places_pattern,
+        placeholder,
+        blocks,
+        coef,
+        intercept,
+        beta,
+        classes,
+        oos_threshold,
+        dense=None,
+        translator=None,
+    ):
         self.places_pattern = places_pattern
         self.placeholder = placeholder
         self.blocks = blocks
@@ -127,9 +140,11 @@ class IntentTwin:
         self.oos_threshold = float(oos_threshold)
         self._places = re.compile(places_pattern) if places_pattern else None
         self.dense = dense  # (encoder, whitening, prototypes, weight) or None: see IntentClassifier.attach_prototypes
+        self.translator = translator  # a PhraseTranslator or None
 
     def _prepare(self, text: str) -> str:
         text = normalize(text)
+        text = self.translator(text) if self.translator is not None else text
         return self._places.sub(self.placeholder, text) if self._places else text
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -96,6 +96,7 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     sri.to_csv(out / FILES["sri_lanka"], index=False)
     pd.concat(parts).to_csv(out / FILES["intents"], index=False)
     retrieval.to_csv(out / FILES["retrieval"], index=False)
+    shutil.copy(DATA_DIR / FILES["courtesy"], out / FILES["courtesy"])
     return out
 
 

@@ -47,6 +47,11 @@ def test_fingerprint_changes_with_content(copy_data, tiny_data_dir):
         ("intents", lambda f: f.assign(split=["holdout"] + list(f["split"][1:])), r"column 'split': 'holdout'"),
         ("retrieval", lambda f: f.assign(relevant_ids=["D999999"] + list(f["relevant_ids"][1:])),
          r"row 1, column 'relevant_ids': relevant id 'D999999' does not exist"),
+        ("courtesy", lambda f: f.assign(meaning=["cheers"] + list(f["meaning"][1:])),
+         r"row 1, column 'meaning': 'cheers' is not allowed; use one of: hello, thanks, goodbye"),
+        ("courtesy", lambda f: f.assign(phrase=[f["phrase"][0]] + [f["phrase"][0].upper()] + list(f["phrase"][2:])),
+         r"row 2, column 'phrase': duplicate value"),
+        ("courtesy", lambda f: f.drop(columns=["language"]), r"missing column\(s\) language"),
     ],
 )  # fmt: skip
 def test_broken_file_is_refused_with_location(copy_data, tiny_data_dir, file_key, breaker, expected):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from mlops.data import INTENTS, OUT_OF_SCOPE, load_datasets
 from mlops.modeling.few_shot import FewShotClassifier
+from mlops.modeling.intent import IntentClassifier
+from mlops.modeling.text import PhraseTranslator, normalize_batch
 from mlops.training import train_embedding_model, train_few_shot_model, train_llm_model, train_rag_model
 
 from .conftest import DATA_DIR, write_settings
@@ -117,6 +121,36 @@ def test_tokenizer_vocabulary_is_deterministic_and_splits_typos(setup):
     assert first.to_str() == second.to_str() and first.get_vocab_size() == 3000
     pieces = first.encode("recomendations", add_special_tokens=False).tokens
     assert len(pieces) > 1 and "[UNK]" not in pieces
+
+
+COURTESY_INTENT = {"hello": "greeting", "thanks": "thanks", "goodbye": "goodbye"}
+
+
+def test_courtesy_phrases_no_example_shows_are_understood_through_the_lexicon(setup, llm, embedding):
+    settings, data, _ = setup
+    seen = {word for text in normalize_batch(data.intents["text"]) for word in re.findall(r"\w+", text)}
+    unseen = {p: COURTESY_INTENT[m] for p, m in data.courtesy_map.items() if not seen & set(re.findall(r"\w+", p))}
+    assert len(unseen) >= 30, "the lexicon should cover far more than the examples do"
+    phrases, truth = list(unseen), np.array(list(unseen.values()), dtype=object)
+
+    def accuracy(model) -> float:
+        return float(np.mean(model.predict(phrases) == truth))
+
+    few_shot = train_few_shot_model(data, settings, embedding.model).model
+    for model in (llm.model, llm.model.serving_twin(), few_shot, few_shot.serving_twin()):
+        assert accuracy(model) >= 0.95, type(model).__name__
+    # the same model without the lexicon guesses from character n-grams: the lexicon does the work
+    train = data.intent_split("train")
+    bare = IntentClassifier(**{**llm.model.get_params(), "phrases": None}).fit(train["text"], train["intent"])
+    assert accuracy(bare) <= 0.75
+    # only whole phrases are translated, longest first, and a place name that contains one stays a place
+    mixed = ["danke, which train goes from kandy to ella?", "hola! do i need a visa for sri lanka"]
+    assert list(llm.model.predict(mixed)) == ["transportation", "visa_requirements"]
+    translate = llm.model.serving_twin().translator
+    assert translate("ty for the tyre tips") == "thanks for the tyre tips"
+    assert translate("buenos dias, is buenos aires safe?") == "hello, is buenos aires safe?"
+    kept = PhraseTranslator({"salaam": "hello"}, keep=["dar es salaam", "kyoto"])
+    assert kept("ferry from dar es salaam, salaam!") == "ferry from dar es salaam, hello!"
 
 
 ODD_QUERIES = ["", "   ", "🙂🙂🙂", "x" * 3000, "ලංකාවේ කොළඹ", "Where can I see LEOPARDS in Sri Lanka??", "a b c"]
@@ -242,7 +276,7 @@ def test_numpy_metrics_equal_scikit_learns():
 
 
 def test_few_shot_whitening_whitens_and_adding_an_intent_still_equals_fitting_it(setup, embedding):
-    from mlops.modeling.few_shot import build_few_shot_model, fit_sparse_vectorizer, sample_k
+    from mlops.modeling.few_shot import build_few_shot_model, sample_k
     from mlops.modeling.retrieval import build_documents
     from mlops.modeling.text import normalize_batch
 
@@ -250,11 +284,9 @@ def test_few_shot_whitening_whitens_and_adding_an_intent_still_equals_fitting_it
     cfg = settings.training.few_shot_model
     train, test = data.intent_split("train"), data.intent_split("test")
     unlabelled = list(train["text"]) + [doc["text"] for doc in build_documents(data.destinations, data.sri_lanka)]
-    vectorizer = fit_sparse_vectorizer(unlabelled)
-    whitened = build_few_shot_model(cfg, embedding.model, vectorizer, unlabelled)
-    raw = build_few_shot_model(
-        cfg.model_copy(update={"whiten_eps": None, "oos_bias": 0.0}), embedding.model, vectorizer, []
-    )
+    whitened = build_few_shot_model(cfg, embedding.model, unlabelled)
+    raw_cfg = cfg.model_copy(update={"whiten_eps": None, "oos_bias": 0.0})
+    raw = build_few_shot_model(raw_cfg, embedding.model, unlabelled)
     texts, labels = sample_k(train["text"], train["intent"], 8, settings.training.seed)
     truth = test["intent"].to_numpy()
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import joblib
 import mlflow
@@ -171,6 +172,24 @@ def test_dashboard_reads_while_two_writers_fill_the_log(tmp_path):
     assert len(read_log(tmp_path / "log.db")) == per_thread * threads
 
 
+def _barrier(folder: Path) -> str:
+    """Code defining ``wait_for_all(name)``: a process marks itself ready, then waits until all four are.
+
+    The four then leave it within milliseconds of each other, however slowly each one started (a fixed
+    head start could let one finish before another began, and the race would go untested).
+    """
+    return (
+        "import os, pathlib, time\n"
+        f"def wait_for_all(name, folder={str(folder)!r}):\n"
+        "    here = pathlib.Path(folder) / name; here.mkdir(parents=True, exist_ok=True)\n"
+        "    (here / str(os.getpid())).touch()\n"
+        "    deadline = time.time() + 90\n"
+        "    while len(list(here.iterdir())) < 4:\n"
+        "        if time.time() > deadline: raise SystemExit(f'barrier {name}: the other processes never came')\n"
+        "        time.sleep(0.002)\n"
+    )
+
+
 def _four_processes_succeed(code: str, settings) -> list[tuple[str, str]]:
     """Run ``code`` in four Python processes at once with the CLI's environment; all must exit 0."""
     runs = [subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=PROJ_ROOT,
@@ -188,12 +207,11 @@ def test_pipelines_checking_one_store_at_once_all_succeed(tmp_path, tiny_data_di
     """
     settings = settings_for(tmp_path, tiny_data_dir)
     configure_tracking(settings)  # the store's tables exist; the experiments of the rounds do not
-    start_at = time.time() + 15  # every process has imported MLflow and opened the store by then
-    code = (
-        "import time, mlflow; from mlops.config import load_settings; from mlops.pipeline import check_tracking_store\n"
+    code = _barrier(tmp_path / "barrier") + (
+        "import mlflow; from mlops.config import load_settings; from mlops.pipeline import check_tracking_store\n"
         "settings = load_settings(); mlflow.MlflowClient(settings.tracking_uri).search_experiments()\n"
         "for n in range(3):\n"
-        f"    time.sleep(max(0, {start_at} + 3 * n - time.time()))\n"
+        "    wait_for_all(f'round{n}')\n"
         "    named = settings.mlflow.model_copy(update={'experiment_name': f'round{n}'})\n"
         "    print(check_tracking_store(settings.model_copy(update={'mlflow': named})).experiment_id)"
     )
@@ -211,11 +229,10 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path, tiny
     settings = settings_for(tmp_path, tiny_data_dir)  # nothing has opened its store yet
     db = settings.root / "mlruns" / "mlflow.db"
     assert not db.exists()
-    start_at = time.time() + 12  # every process has imported MLflow by then
-    code = (
-        "import time, mlflow; from mlops.config import load_settings; from mlops.tracking import configure_tracking\n"
+    code = _barrier(tmp_path / "barrier") + (
+        "import mlflow; from mlops.config import load_settings; from mlops.tracking import configure_tracking\n"
         "settings = load_settings()\n"
-        f"time.sleep(max(0, {start_at} - time.time()))\n"
+        "wait_for_all('open')\n"
         "store = configure_tracking(settings)\n"
         "print(store.experiment_id, len(mlflow.MlflowClient().search_registered_models()))"
     )
