@@ -299,6 +299,11 @@ def validate_courtesy(path: Path) -> pd.DataFrame:
     frame = read_csv(path, COURTESY_COLUMNS)
     _check_allowed(path, frame, "meaning", COURTESY_MEANINGS)
     frame["phrase"] = frame["phrase"].map(normalize)
+    wordless = frame.index[~frame["phrase"].str.contains(r"\w")]
+    if len(wordless):
+        raise DataValidationError(
+            path, "a phrase needs at least one letter or digit", row=int(wordless[0]) + 1, column="phrase"
+        )
     _check_unique(path, frame, "phrase")
     return frame
 

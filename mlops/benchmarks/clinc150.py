@@ -214,7 +214,12 @@ def same_intent_pairs(split: Split) -> list[tuple[str, str]]:
 
 
 def run_few_shot(
-    clinc: Clinc, settings: Settings, workdir: Path, progress: Progress, phrases: Mapping[str, str] | None = None
+    clinc: Clinc,
+    settings: Settings,
+    workdir: Path,
+    progress: Progress,
+    phrases: Mapping[str, str] | None = None,
+    places: Sequence[str] = (),
 ) -> dict[str, float | str]:
     """The few-shot trainer on CLINC's in-scope intents: accuracy at each k of the config, no out-of-scope.
 
@@ -245,7 +250,7 @@ def run_few_shot(
     )
     embedding_s = time.perf_counter() - tic
     progress(f"{clinc.name}: few-shot prototypes at k = {', '.join(map(str, cfg.k_values))}")
-    empty = build_few_shot_model(cfg, encoder, clinc.train.texts, PhraseTranslator(phrases or {}))
+    empty = build_few_shot_model(cfg, encoder, clinc.train.texts, PhraseTranslator(phrases or {}, keep=places))
     in_scope = [i for i, label in enumerate(clinc.test.labels) if label != OUT_OF_SCOPE]
     test_texts = [clinc.test.texts[i] for i in in_scope]
     truth = np.asarray([clinc.test.labels[i] for i in in_scope], dtype=object)
@@ -300,7 +305,7 @@ def run_benchmark(
             )
         if few_shot and name == "full":
             with tempfile.TemporaryDirectory(prefix="clinc-embedding-") as tmp:
-                rows.append(run_few_shot(clinc, settings, Path(tmp), say, phrases))
+                rows.append(run_few_shot(clinc, settings, Path(tmp), say, phrases, places))
     return rows
 
 

@@ -143,6 +143,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
     query's whitened embedding to each intent's mean embedding, added to the calibrated logits. The
     SVM reads surface n-grams; the embedding, trained on the same intents, knows which words go
     together, so the two disagree usefully on val; on test the gain was small (docs/BENCHMARKS.md, attempt 20).
+    That view reads the normalised text as typed (courtesy phrases untranslated), in training and serving alike.
 
     Args:
         word_ngram_max: Largest word n-gram.
@@ -186,15 +187,18 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.phrases = phrases
         self.seed = seed
 
-    # class-level default: a model pickled before prototypes existed loads and scores as it did
+    # class-level defaults: a model pickled before these existed loads and scores as it did
     prototypes_: np.ndarray | None = None
+    phrases: Mapping[str, str] | None = None
+    translator_: PhraseTranslator | None = None
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> IntentClassifier:
         self.prototypes_ = None
+        self.translator_ = PhraseTranslator(self.phrases or {}, keep=self.places)
         self.pipeline_ = Pipeline(
             [
                 ("normalize", FunctionTransformer(normalize_batch)),
-                ("translate", FunctionTransformer(PhraseTranslator(self.phrases or {}, keep=self.places).batch)),
+                ("translate", FunctionTransformer(self.translator_.batch)),
                 ("mask_places", PlaceMasker(self.places)),
                 ("features", sparse_features(self.word_ngram_max, self.char_ngram_min, self.char_ngram_max)),
                 (
@@ -270,7 +274,6 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             offset += len(vectorizer.vocabulary_)
         masker = self.pipeline_.named_steps["mask_places"]
         pattern = masker.pattern_.pattern if masker.pattern_ is not None else None
-        translate = self.pipeline_.named_steps.get("translate")  # absent in models pickled before it existed
         dense = None
         if self.prototypes_ is not None:
             dense = (self.encoder_, self.whitening_, self.prototypes_, self.embedding_weight_)
@@ -284,7 +287,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             self.classes_,
             self.oos_threshold,
             dense,
-            translate.func.__self__ if translate is not None else None,
+            self.translator_,
         )
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -8,13 +8,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 MAX_QUERY_CHARS = 2000  # longer input is truncated: no travel question needs more
 _SPACE = re.compile(r"\s+")
+# typographic quotes (phones insert them: "what’s") -> the ASCII ones the training text uses
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 
 
 def normalize(text: object) -> str:
-    """Lower-case, NFKC-normalise, drop control characters and collapse whitespace."""
+    """Lower-case, NFKC-normalise, straighten typographic quotes, drop control characters, collapse whitespace."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    text = unicodedata.normalize("NFKC", text[: MAX_QUERY_CHARS * 2])
+    text = unicodedata.normalize("NFKC", text[: MAX_QUERY_CHARS * 2]).translate(_QUOTES)
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     return _SPACE.sub(" ", text).strip().lower()[:MAX_QUERY_CHARS]
 

@@ -52,6 +52,8 @@ def test_fingerprint_changes_with_content(copy_data, tiny_data_dir):
         ("courtesy", lambda f: f.assign(phrase=[f["phrase"][0]] + [f["phrase"][0].upper()] + list(f["phrase"][2:])),
          r"row 2, column 'phrase': duplicate value"),
         ("courtesy", lambda f: f.drop(columns=["language"]), r"missing column\(s\) language"),
+        ("courtesy", lambda f: f.assign(phrase=["hola"] + ["-"] + list(f["phrase"][2:])),
+         r"row 2, column 'phrase': a phrase needs at least one letter or digit"),
     ],
 )  # fmt: skip
 def test_broken_file_is_refused_with_location(copy_data, tiny_data_dir, file_key, breaker, expected):

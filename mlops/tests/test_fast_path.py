@@ -76,3 +76,10 @@ def test_fingerprints_follow_their_inputs(tmp_path, tiny_data_dir, copy_data):
     path.write_text(path.read_text(encoding="utf-8").replace("Sigiriya", "Sigiriya Rock", 1), encoding="utf-8")
     changed = model_fingerprints(settings, load_datasets(data_dir))
     assert all(changed[key] != after[key] for key in changed)  # the knowledge base feeds every model
+
+    path = data_dir / "courtesy_phrases.csv"
+    path.write_text(path.read_text(encoding="utf-8") + "kia ora,hello,Maori\n", encoding="utf-8")
+    translated = model_fingerprints(settings, load_datasets(data_dir))
+    readers = {"llm_model", "few_shot_model"}  # the two intent models translate the phrases
+    assert all(translated[key] != changed[key] for key in readers)
+    assert all(translated[key] == changed[key] for key in translated if key not in readers)

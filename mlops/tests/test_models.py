@@ -10,7 +10,7 @@ import pytest
 from mlops.data import INTENTS, OUT_OF_SCOPE, load_datasets
 from mlops.modeling.few_shot import FewShotClassifier
 from mlops.modeling.intent import IntentClassifier
-from mlops.modeling.text import PhraseTranslator, normalize_batch
+from mlops.modeling.text import PhraseTranslator, normalize, normalize_batch
 from mlops.training import train_embedding_model, train_few_shot_model, train_llm_model, train_rag_model
 
 from .conftest import DATA_DIR, write_settings
@@ -149,6 +149,7 @@ def test_courtesy_phrases_no_example_shows_are_understood_through_the_lexicon(se
     translate = llm.model.serving_twin().translator
     assert translate("ty for the tyre tips") == "thanks for the tyre tips"
     assert translate("buenos dias, is buenos aires safe?") == "hello, is buenos aires safe?"
+    assert translate(normalize("Ma’a salama!")) == "goodbye!"  # a phone's typographic apostrophe
     kept = PhraseTranslator({"salaam": "hello"}, keep=["dar es salaam", "kyoto"])
     assert kept("ferry from dar es salaam, salaam!") == "ferry from dar es salaam, hello!"
 
