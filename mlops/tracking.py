@@ -245,6 +245,9 @@ def log_pickled_model(
     from mlflow.models import infer_signature
 
     digest = sha256_bytes(model_path.read_bytes())
+    config = {"sha256": digest}
+    if serving_path is not None:
+        config["serving_sha256"] = sha256_bytes(serving_path.read_bytes())
     import joblib
 
     frame = pd.DataFrame({"text": example})
@@ -253,7 +256,7 @@ def log_pickled_model(
         info = mlflow.pyfunc.log_model(
             name=key,
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-            model_config={"sha256": digest},
+            model_config=config,
             artifacts={"model": str(model_path), **({"serving": str(serving_path)} if serving_path else {})},
             signature=infer_signature(frame, output),
             input_example=frame,
@@ -265,7 +268,7 @@ def log_pickled_model(
     if register and model_version is not None:
         client = mlflow.MlflowClient()
         if serving_path is not None:
-            tags = {**(tags or {}), SERVING_TAG: sha256_bytes(serving_path.read_bytes())}
+            tags = {**(tags or {}), SERVING_TAG: config["serving_sha256"]}
         for name, value in {"sha256": digest, **(tags or {})}.items():
             client.set_model_version_tag(key, str(model_version), name, value)
     return {

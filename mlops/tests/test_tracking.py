@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from mlops.config import MODEL_KEYS
+from mlops.integrity import sha256_bytes
 from mlops.tracking import compare_runs, configure_tracking
 from mlops.training import HEADLINE_METRICS, run_training
 
@@ -70,6 +75,36 @@ def test_registered_models_load_and_predict(trained):
     assert rag.predict(pd.DataFrame({"text": ["sigiriya rock fortress"]}))["ids"][0]
     version = mlflow.MlflowClient().get_model_version("embedding_model", "1")
     assert version.tags["sha256"] == results["models"]["embedding_model"]["sha256"]
+    # each registered model serves its numpy twin through the restricted unpickler, not the joblib file
+    from mlops.modeling.serving import IntentTwin, RetrievalTwin
+
+    assert isinstance(llm.unwrap_python_model().model, IntentTwin)
+    assert isinstance(rag.unwrap_python_model().model, RetrievalTwin)
+
+
+def test_a_registered_models_forged_twin_cannot_run_code(trained, tmp_path):
+    """Whoever rewrites a logged twin and the sha256 in its MLmodel file still gets only model classes."""
+    settings, _, _ = trained
+    configure_tracking(settings)
+    local = Path(mlflow.artifacts.download_artifacts("models:/llm_model/1", dst_path=str(tmp_path)))
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_RunsCode(marker))
+    (local / "artifacts" / "llm_model.serving.pkl").write_bytes(evil)
+    mlmodel = local / "MLmodel"
+    config = yaml.safe_load(mlmodel.read_text())
+    old = config["flavors"]["python_function"]["config"]["serving_sha256"]
+    mlmodel.write_text(mlmodel.read_text().replace(old, sha256_bytes(evil)))
+    with pytest.raises(Exception, match="refusing to load global"):
+        mlflow.pyfunc.load_model(str(local))
+    assert not marker.exists()
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 def test_compare_runs_table(trained):
