@@ -308,7 +308,10 @@ def triplet_accuracy(encoder: StaticEncoder, triplets: Sequence[tuple[str, str, 
     """Fraction of ``(anchor, positive, negative)`` triplets with cos(a, p) > cos(a, n)."""
     if not triplets:
         return 0.0
-    anchors, positives, negatives = (encoder.encode([t[i] for t in triplets]) for i in range(3))
+    texts = sorted({text for triplet in triplets for text in triplet})  # each text encoded once
+    row = {text: i for i, text in enumerate(texts)}
+    vectors = encoder.encode(texts)
+    anchors, positives, negatives = (vectors[[row[t[i]] for t in triplets]] for i in range(3))
     pos = np.einsum("ij,ij->i", anchors, positives)
     neg = np.einsum("ij,ij->i", anchors, negatives)
     return float(np.mean(pos > neg))

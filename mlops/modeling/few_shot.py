@@ -83,19 +83,38 @@ class FewShotClassifier:
         self._sparse = np.zeros((0, len(vectorizer.vocabulary_)), dtype=np.float32)
         self.examples_per_label: dict[str, int] = {}
 
-    def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(self, texts: Sequence[str]) -> list[str]:
         texts = normalize_batch(texts)
-        if self.translator is not None:
-            texts = self.translator.batch(texts)
+        return self.translator.batch(texts) if self.translator is not None else texts
+
+    def _dense_features(self, prepared: list[str]) -> np.ndarray:
+        dense = self.encoder.encode(prepared)
+        return dense if self.whitening is None else whiten(dense, self.whitening)
+
+    def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Dense and sparse feature rows of ``texts`` (the sparse ones as full TF-IDF vectors)."""
+        prepared = self._prepare(texts)
         if isinstance(self.vectorizer, TfidfTwin):
-            sparse = np.zeros((len(texts), self._sparse.shape[1]), dtype=np.float32)
-            for row, text in enumerate(texts):
+            sparse = np.zeros((len(prepared), self._sparse.shape[1]), dtype=np.float32)
+            for row, text in enumerate(prepared):
                 columns, values = self.vectorizer.transform_one(text)
                 sparse[row, columns] = values
         else:
-            sparse = self.vectorizer.transform(texts).toarray().astype(np.float32)
-        dense = self.encoder.encode(texts)
-        return (dense if self.whitening is None else whiten(dense, self.whitening)), sparse
+            sparse = self.vectorizer.transform(prepared).toarray().astype(np.float32)
+        return self._dense_features(prepared), sparse
+
+    def _sparse_similarity(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Dense features and the sparse cosine to each prototype, without materialising TF-IDF rows."""
+        if not isinstance(self.vectorizer, TfidfTwin):
+            dense, sparse = self._features(texts)
+            return dense, sparse @ self._sparse.T
+        prepared = self._prepare(texts)
+        similarity = np.zeros((len(prepared), len(self.labels)), dtype=np.float32)
+        for row, text in enumerate(prepared):
+            columns, values = self.vectorizer.transform_one(text)
+            if len(columns):  # only the query's n-grams: a few dozen columns instead of the vocabulary
+                similarity[row] = self._sparse[:, columns] @ values.astype(np.float32)
+        return self._dense_features(prepared), similarity
 
     def without_intents(self) -> FewShotClassifier:
         """A classifier with the same encoder, vectorizer, whitening and settings (shared) and no intent yet."""
@@ -147,8 +166,8 @@ class FewShotClassifier:
         return self
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        dense, sparse = self._features(texts)
-        scores = self.dense_weight * dense @ self._dense.T + (1 - self.dense_weight) * sparse @ self._sparse.T
+        dense, sparse_similarity = self._sparse_similarity(texts)
+        scores = self.dense_weight * dense @ self._dense.T + (1 - self.dense_weight) * sparse_similarity
         if self.oos_bias and OUT_OF_SCOPE in self.labels:
             scores[:, self.labels.index(OUT_OF_SCOPE)] += self.oos_bias
         return scores
