@@ -33,7 +33,7 @@ from mlops.taxonomy import OUT_OF_SCOPE
 
 logger = logging.getLogger(__name__)
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: the embedding spread and count are profiled too (older caches are rebuilt)
 CONFIDENCE_BINS = 10
 MAX_EMBEDDED_QUERIES = 2000  # the live mean embedding is stable long before this; bounds the cost
 _TOKEN = re.compile(r"[^\W\d_]+")
@@ -45,7 +45,9 @@ THRESHOLDS = {
     "mean_confidence": 0.15,
     "confidence_psi": 0.25,
     "oov_rate": 0.10,
-    "embedding_shift": 0.10,
+    # squared shift of the mean query embedding in units of the reference's per-query variance, less
+    # what sampling alone gives: 0.15 = the mean moved by ~0.39 of the typical query's distance to it
+    "embedding_shift": 0.15,
 }
 
 
@@ -179,15 +181,30 @@ def _diff(reference: float | None, live: float | None) -> float | None:
     return None if reference is None or live is None else abs(live - reference)
 
 
+def embedding_shift(reference: dict, vectors: np.ndarray) -> float | None:
+    """How far the mean of ``vectors`` moved from the reference mean, as an effect size.
+
+    ``|mean - reference mean|² / reference variance`` (the variance being the mean squared distance of
+    a reference query to its mean), less ``1/n_live + 1/n_reference``, what that ratio averages when
+    both are samples of one distribution; floored at 0. Unlike the cosine of the two means, it does
+    not swing with the sample: the mean of unit vectors spread over many intents is short, and its
+    direction is mostly noise.
+    """
+    variance, n_reference = reference.get("embedding_variance"), reference.get("embedding_n")
+    if not reference.get("mean_embedding") or not variance or not n_reference or not len(vectors):
+        return None
+    delta = np.asarray(vectors, dtype=float).mean(axis=0) - np.asarray(reference["mean_embedding"], dtype=float)
+    return max(0.0, float(delta @ delta) / variance - (1.0 / len(vectors) + 1.0 / n_reference))
+
+
 def _embedding_row(reference: dict, live: pd.DataFrame, encoder) -> dict | None:
-    if encoder is None or not reference.get("mean_embedding") or live.empty:
+    if encoder is None or live.empty:
         return None
     queries = [normalize(q) for q in live["query"].tail(MAX_EMBEDDED_QUERIES)]
-    mean = encoder.encode(queries).mean(axis=0)
-    ref = np.asarray(reference["mean_embedding"], dtype=float)
-    denominator = float(np.linalg.norm(mean) * np.linalg.norm(ref))
-    distance = 1.0 - float(mean @ ref) / denominator if denominator > 0 else None
-    return _row("embedding_shift", 0.0, distance, distance, "cosine distance of the mean query embeddings")
+    shift = embedding_shift(reference, encoder.encode(queries))
+    if shift is None:
+        return None
+    return _row("embedding_shift", 0.0, shift, shift, "squared shift of the mean query embedding / its variance")
 
 
 def drift_report(reference: dict, live_df: pd.DataFrame, encoder=None) -> DriftReport:
@@ -256,6 +273,17 @@ def reference_path(settings: Settings, deployed_at: str) -> Path:
     return reference_dir(settings) / f"reference_{re.sub(r'[^0-9A-Za-z]+', '_', deployed_at).strip('_')}.json"
 
 
+def embedding_profile(vectors: np.ndarray) -> dict:
+    """The mean, the variance (mean squared distance to the mean) and the count of reference vectors."""
+    vectors = np.asarray(vectors, dtype=float)
+    mean = vectors.mean(axis=0)
+    return {
+        "mean_embedding": [float(x) for x in mean],
+        "embedding_variance": float(((vectors - mean) ** 2).sum(axis=1).mean()),
+        "embedding_n": len(vectors),
+    }
+
+
 def build_reference(bot, datasets) -> dict:
     """Profile the deployed ``bot`` on the held-out (val + test) intent queries of ``datasets``.
 
@@ -275,7 +303,7 @@ def build_reference(bot, datasets) -> dict:
     result = profile(frame, vocabulary)
     encoder = getattr(bot.rag_model, "encoder", None)
     if encoder is not None:
-        result["mean_embedding"] = [float(x) for x in encoder.encode([normalize(t) for t in texts]).mean(axis=0)]
+        result.update(embedding_profile(encoder.encode([normalize(t) for t in texts])))
     result.update(
         deployed_at=bot.manifest.get("deployed_at"),
         versions=bot.versions,

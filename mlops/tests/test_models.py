@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import numpy as np
@@ -11,6 +12,8 @@ from mlops.data import INTENTS, OUT_OF_SCOPE, load_datasets
 from mlops.modeling.few_shot import FewShotClassifier
 from mlops.modeling.intent import IntentClassifier
 from mlops.modeling.text import PhraseTranslator, normalize, normalize_batch
+from mlops.monitoring.drift import THRESHOLDS, embedding_profile, embedding_shift
+from mlops.monitoring.simulate import QuerySource
 from mlops.training import train_embedding_model, train_few_shot_model, train_llm_model, train_rag_model
 
 from .conftest import DATA_DIR, write_settings
@@ -152,6 +155,26 @@ def test_courtesy_phrases_no_example_shows_are_understood_through_the_lexicon(se
     assert translate(normalize("Ma’a salama!")) == "goodbye!"  # a phone's typographic apostrophe
     kept = PhraseTranslator({"salaam": "hello"}, keep=["dar es salaam", "kyoto"])
     assert kept("ferry from dar es salaam, salaam!") == "ferry from dar es salaam, hello!"
+
+
+def test_embedding_drift_tells_reworded_traffic_from_a_topic_shift(setup, embedding):
+    """The simulator's normal traffic (held-in queries with "hi," / "thanks" added) stays under the
+    embedding-shift threshold; its drifted traffic (unseen off-topic questions) goes over it."""
+    _, data, _ = setup
+    encoder = embedding.model
+    held_out = data.intents[data.intents["split"] != "train"]
+    reference = embedding_profile(encoder.encode(normalize_batch(held_out["text"])))
+    examples = data.intents[data.intents["split"] != "test"]
+    limit = THRESHOLDS["embedding_shift"]
+
+    def shift(drift: bool, seed: int) -> float:
+        source = QuerySource(examples, drift, random.Random(seed))
+        return embedding_shift(reference, encoder.encode(normalize_batch([source()[0] for _ in range(300)])))
+
+    sample = held_out["text"].sample(300, random_state=1)
+    assert embedding_shift(reference, encoder.encode(normalize_batch(sample))) < 0.1 * limit
+    for seed in range(3):
+        assert shift(False, seed) < 0.6 * limit < 1.2 * limit < shift(True, seed)
 
 
 ODD_QUERIES = ["", "   ", "🙂🙂🙂", "x" * 3000, "ලංකාවේ කොළඹ", "Where can I see LEOPARDS in Sri Lanka??", "a b c"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.monitoring.drift import THRESHOLDS, drift_report, profile, psi
+from mlops.monitoring.drift import THRESHOLDS, drift_report, embedding_profile, profile, psi
 
 INTENTS = ["weather", "visa_requirements", "activities", "accommodation", "out_of_scope"]
 TRAVEL_WORDS = ["beach", "visa", "hotel", "hike", "rain", "museum", "train", "temple", "budget", "food"]
@@ -84,7 +84,7 @@ def test_embedding_shift_uses_the_encoder_when_given():
 
     normal = traffic(300, seed=1)
     reference = profile(normal)
-    reference["mean_embedding"] = BagOfLetters().encode(list(normal["query"])).mean(axis=0).tolist()
+    reference.update(embedding_profile(BagOfLetters().encode(list(normal["query"]))))
     same = drift_report(reference, normal, encoder=BagOfLetters())
     moved = drift_report(reference, traffic(300, seed=3, shifted=True), encoder=BagOfLetters())
     row_same = next(row for row in same.rows if row["signal"] == "embedding_shift")
