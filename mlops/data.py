@@ -333,7 +333,7 @@ def load_datasets(data_dir: Path, min_per_intent: int = 5) -> Datasets:
     courtesy = validate_courtesy(paths["courtesy"])
     digests = {name: sha256_file(path) for name, path in paths.items()}
     logger.info(
-        "Loaded %d destinations, %d Sri Lanka places, %d intent examples, %d retrieval queries",
-        len(destinations), len(sri_lanka), len(intents), len(retrieval),
+        "Loaded %d destinations, %d Sri Lanka places, %d intent examples, %d retrieval queries, %d courtesy phrases",
+        len(destinations), len(sri_lanka), len(intents), len(retrieval), len(courtesy),
     )  # fmt: skip
     return Datasets(destinations, sri_lanka, intents, retrieval, courtesy, paths, digests)

@@ -9,11 +9,14 @@ from mlops.chatbot.bot import DeploymentError, TravelChatbot
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mlops.chatbot", description=__doc__)
     parser.add_argument("query", nargs="+", help="the question")
     parser.add_argument("--models-dir", default=None, help="deployment folder (default: from deployment_config.yaml)")
     parser.add_argument("--no-log", action="store_true", help="do not write the query to the inference log")
     args = parser.parse_args(argv)
+    query = " ".join(args.query)
+    if not query.strip():
+        parser.error('the question is empty; ask something, e.g. "best time to visit Ella?"')  # exit 2, not logged
     from mlops.config import ConfigError, load_settings
     from mlops.monitoring.inference_log import InferenceLog, LogSchemaError
 
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bot.on_response = log
-    result = bot.process_query(" ".join(args.query))
+    result = bot.process_query(query)
     if log is not None:
         log.close()
     print(result["answer"])

@@ -106,3 +106,22 @@ def test_the_dependency_check_names_each_missing_or_mismatched_package_and_the_f
     assert "no-such-package-for-the-check is not installed (want 1.0)" in message
     assert "is installed, 0.0.1 is pinned" in message and "mlflow" not in message.split(".venv")[0]
     assert message.endswith("Fix with: .venv/bin/pip install -r requirements.txt (or `make setup`)")
+
+
+def test_asking_the_bot_from_the_shell_answers_logs_and_refuses_an_empty_question(deployed):
+    from mlops.monitoring.inference_log import read_log
+
+    def ask(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mlops.chatbot", *words], env=cli_env(deployed), capture_output=True, text=True,
+            timeout=120, cwd=PROJ_ROOT,
+        )  # fmt: skip
+
+    answered = ask("hello", "there!")
+    assert answered.returncode == 0 and "intent: greeting" in answered.stdout, answered.stderr
+    logged = len(read_log(deployed.inference_log_url))
+    assert logged >= 1
+    for empty in ([""], ["   ", ""]):
+        refused = ask(*empty)
+        assert refused.returncode == 2 and "the question is empty" in refused.stderr
+    assert len(read_log(deployed.inference_log_url)) == logged  # nothing logged for a refused question
