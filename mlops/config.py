@@ -85,6 +85,7 @@ class IntentSettings(_Strict):
     refit_on_val: bool = True
     embedding_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     whiten_eps: Annotated[float, Field(gt=0.0, le=1.0)] = 0.03
+    courtesy_augmentation: Fraction = 0.1
 
 
 class FewShotSettings(_Strict):

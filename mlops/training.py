@@ -31,7 +31,7 @@ from mlops.evaluation import evaluate, expected_calibration_error, intent_metric
 from mlops.fingerprint import TAG, embedding_dependents, model_fingerprints
 from mlops.modeling.embedding import StaticEncoder, fit_whitening
 from mlops.modeling.few_shot import build_few_shot_model, sample_k
-from mlops.modeling.intent import build_intent_model, place_vocabulary
+from mlops.modeling.intent import build_intent_model, place_vocabulary, with_courtesy_variants
 from mlops.modeling.retrieval import RetrievalModel, build_documents
 from mlops.modeling.serving import to_serving
 from mlops.modeling.text import PhraseTranslator, normalize_batch
@@ -141,7 +141,10 @@ def train_llm_model(data: Datasets, settings: Settings, encoder: StaticEncoder |
         whitening = fit_whitening(encoder, normalize_batch(unlabelled_text(data)), cfg.whiten_eps)
 
     def fit(frame: pd.DataFrame):
-        model = build_intent_model(cfg, places, seed, data.courtesy_map).fit(frame["text"], frame["intent"])
+        texts, labels = with_courtesy_variants(
+            list(frame["text"]), list(frame["intent"]), cfg.courtesy_augmentation, seed
+        )
+        model = build_intent_model(cfg, places, seed, data.courtesy_map).fit(texts, labels)
         if whitening is not None:
             model.attach_prototypes(
                 encoder, whitening, list(frame["text"]), list(frame["intent"]), cfg.embedding_weight

@@ -10,6 +10,7 @@ calibrated confidence is below a threshold chosen on the validation split become
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -324,6 +325,33 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
                 best_score, best_threshold = score, float(threshold)
         self.oos_threshold = best_threshold
         return best_threshold
+
+
+COURTESY_PREFIXES = ("hi, ", "hello! ", "hey, ", "good morning, ")
+COURTESY_SUFFIXES = (" thanks", " thank you", ", thanks!", " cheers", " thx")
+_COURTESY_INTENTS = frozenset({"greeting", "thanks", "goodbye", OUT_OF_SCOPE})
+
+
+def with_courtesy_variants(
+    texts: Sequence[str], labels: Sequence[str], share: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """The examples plus, for about ``share`` of the travel-intent ones, a copy with a greeting in front
+    or a thanks at the end, under the same label.
+
+    Without them a short question that ends in "thanks" is answered as a thank-you: in the examples,
+    those words only ever occur in greeting / thanks / goodbye queries.
+    """
+    rng = random.Random(seed)
+    out_texts, out_labels = list(texts), list(labels)
+    for text, label in zip(texts, labels, strict=True):
+        if label in _COURTESY_INTENTS or rng.random() >= share:
+            continue
+        if rng.random() < 0.5:
+            out_texts.append(rng.choice(COURTESY_PREFIXES) + text)
+        else:
+            out_texts.append(text.rstrip("?!. ") + rng.choice(COURTESY_SUFFIXES))
+        out_labels.append(label)
+    return out_texts, out_labels
 
 
 def build_intent_model(

@@ -10,7 +10,7 @@ import pytest
 
 from mlops.data import INTENTS, OUT_OF_SCOPE, load_datasets
 from mlops.modeling.few_shot import FewShotClassifier
-from mlops.modeling.intent import IntentClassifier
+from mlops.modeling.intent import COURTESY_PREFIXES, COURTESY_SUFFIXES, IntentClassifier, with_courtesy_variants
 from mlops.modeling.text import PhraseTranslator, normalize, normalize_batch
 from mlops.monitoring.drift import THRESHOLDS, embedding_profile, embedding_shift
 from mlops.monitoring.simulate import QuerySource
@@ -53,6 +53,28 @@ def test_a_typo_maps_to_the_same_intent(llm):
 )
 def test_off_topic_question_is_out_of_scope(llm, query):
     assert llm.model.predict([query])[0] == OUT_OF_SCOPE
+
+
+def test_a_question_wrapped_in_courtesy_keeps_its_intent(llm):
+    queries = {
+        "best beaches in goa thanks": "destination_recommendation",
+        "can you tell me the train to anuradhapura thanks": "transportation",
+        "hi, do i need a visa for sri lanka": "visa_requirements",
+        "thanks a lot": "thanks",
+        "hello": "greeting",
+    }
+    assert list(llm.model.predict(list(queries))) == list(queries.values())
+
+
+def test_courtesy_variants_are_added_to_travel_intents_only_and_reproducibly():
+    texts = [f"question {i} about trains" for i in range(200)] + ["thank you", "hi", "what is a black hole"]
+    labels = ["transportation"] * 200 + ["thanks", "greeting", "out_of_scope"]
+    more, more_labels = with_courtesy_variants(texts, labels, 0.1, seed=7)
+    assert more[: len(texts)] == texts and (more, more_labels) == with_courtesy_variants(texts, labels, 0.1, seed=7)
+    added = list(zip(more[len(texts) :], more_labels[len(texts) :], strict=True))
+    assert 5 <= len(added) <= 40 and all(label == "transportation" for _, label in added)
+    assert all(text.startswith(COURTESY_PREFIXES) or text.endswith(COURTESY_SUFFIXES) for text, _ in added)
+    assert with_courtesy_variants(texts, labels, 0.0, seed=7) == (texts, labels)
 
 
 def test_intent_confidence_is_a_probability(llm):
