@@ -392,8 +392,9 @@ def run_training(
 
     say = progress or (lambda message: logger.info("%s", message))
     keys = resolve_models(models)
-    say("Validating data")
-    data = data or load_datasets(settings.data_dir)
+    if data is None:  # the pipeline passes the data it has just validated
+        say("Validating data")
+        data = load_datasets(settings.data_dir)
     store = configure_tracking(settings)
     close_orphaned_runs(store.experiment_id)
     fingerprints = model_fingerprints(settings, data)
