@@ -265,9 +265,7 @@ def fetch_candidates(keys: list[str], versions: dict[str, str] | None = None) ->
             payload = registered_serving_payload(key, model_version)
             if payload is None:  # logged before serving twins were logged with the model: convert here
                 payload = pickle.dumps(to_serving(load_model_version(key, model_version)), protocol=5)
-                twin = _unpickle_twin(key, str(model_version.version), payload)  # exactly what serving will load
-            else:
-                twin = _unpickle_twin(key, str(model_version.version), payload)
+            twin = _unpickle_twin(key, str(model_version.version), payload)  # exactly what serving will load
         except (IncompatibleModelError, ValueError) as exc:
             raise DeploymentError(str(exc)) from None
         candidate = Candidate(key, str(model_version.version), model_version.run_id, model_version.tags["sha256"])

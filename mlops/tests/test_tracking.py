@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from mlops.tracking import compare_runs, configure_tracking
 from mlops.training import HEADLINE_METRICS, run_training
 
 from .conftest import FAST_TRAINING, write_settings
+from .test_deployment import _RunsCode
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +97,6 @@ def test_a_registered_models_forged_twin_cannot_run_code(trained, tmp_path):
     with pytest.raises(Exception, match="refusing to load global"):
         mlflow.pyfunc.load_model(str(local))
     assert not marker.exists()
-
-
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_compare_runs_table(trained):
