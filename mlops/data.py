@@ -139,7 +139,9 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataValidationError(
-            path, f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at line {line} (save the file as UTF-8)"
+            path,
+            f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at line {line} of the file, counting the header as"
+            " line 1 (save the file as UTF-8)",
         ) from None
     if not text or text.isspace():
         raise DataValidationError(path, "file is empty; expected a header row with columns " + ", ".join(required))
@@ -165,6 +167,14 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
     if frame.empty:
         raise DataValidationError(path, "header only: the file has no data rows")
     keep = list(required) + [col for col in optional if col in frame.columns]
+    ignored = [col for col in frame.columns if col not in keep]
+    if ignored:  # allowed (a user's own notes), but said: it may also be a misspelt optional column
+        logger.warning(
+            "%s: ignoring column(s) %s; the columns read are %s",
+            path,
+            ", ".join(ignored),
+            ", ".join(list(required) + list(optional)),
+        )
     frame = frame[keep].apply(lambda col: col.str.strip())
     for col in required:
         blank = frame.index[frame[col] == ""]

@@ -403,6 +403,8 @@ def status_lines(settings: Settings) -> list[str]:
     for row in status(settings):
         pid = f"pid {row['pid']}" if row["pid"] else ""
         where = row["url"] or f"checks alerts every {settings.monitoring.interval_seconds}s"
+        if row["state"] == "stopped" and row["url"]:  # not serving: the address is where it would start
+            where = f"(would serve {row['url']})"
         lines.append(f"{row['title']:<22} {row['state']:<10} {where:<24} {pid}".rstrip())
     if server := tracking_server(settings):
         lines.insert(1, f"{'MLflow UI':<22} {'server':<10} {server}  (the team's tracking server)")

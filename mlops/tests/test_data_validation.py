@@ -76,8 +76,20 @@ def test_missing_empty_header_only_and_bad_encoding(copy_data, tiny_data_dir):
     with pytest.raises(DataValidationError, match="intents.csv: header only"):
         load_datasets(data_dir)
     path.write_bytes(header.encode() + b"\ncaf\xe9 hours?,weather,train\n")
-    with pytest.raises(DataValidationError, match=r"intents.csv: not valid UTF-8: byte 0xe9 at line 2"):
+    with pytest.raises(
+        DataValidationError, match=r"intents.csv: not valid UTF-8: byte 0xe9 at line 2 of the file, counting the header"
+    ):
         load_datasets(data_dir)
     path.unlink()
     with pytest.raises(DataValidationError, match="intents.csv: file not found"):
         load_datasets(data_dir)
+
+
+def test_an_extra_column_is_read_past_with_a_warning(copy_data, tiny_data_dir, caplog):
+    data_dir = copy_data(tiny_data_dir)
+    _edit(data_dir / FILES["intents"], lambda f: f.assign(intnet=f["intent"]))
+    with caplog.at_level("WARNING", logger="mlops.data"):
+        data = load_datasets(data_dir)
+    assert list(data.intents.columns[:3]) == ["text", "intent", "split"] and "intnet" not in data.intents
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("intents.csv: ignoring column(s) intnet" in m and "text, intent, split" in m for m in warned), warned

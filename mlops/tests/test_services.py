@@ -252,3 +252,10 @@ def test_the_pipeline_reports_a_busy_port_before_it_trains_anything(deployed):
     assert f"port {port} on 127.0.0.1 is in use by pid {os.getpid()}" in out.stderr and "Traceback" not in out.stderr
     assert "Training" not in out.stdout + out.stderr
     assert len(client.search_runs([experiment.experiment_id])) == runs_before  # nothing was trained or logged
+
+
+def test_status_of_services_not_running_says_where_they_would_serve(tmp_path, tiny_data_dir):
+    lines = services.status_lines(settings_for(tmp_path, tiny_data_dir))
+    chatbot = next(line for line in lines if line.startswith("Chatbot UI"))
+    assert "stopped" in chatbot and "(would serve http://127.0.0.1:" in chatbot, lines
+    assert any(line.startswith("Alert monitor") and "checks alerts every" in line for line in lines), lines
