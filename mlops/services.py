@@ -291,34 +291,53 @@ def stop_state(settings: Settings, state: ServiceState, timeout: float = STOP_TI
     Returns:
         True if a process was stopped, False if it was already gone.
     """
-    _state_path(settings, state.name).unlink(missing_ok=True)
-    if not _alive(state):
-        return False
-    try:
-        leader = psutil.Process(state.pid)
-        family = [leader, *leader.children(recursive=True)]
-    except psutil.Error:
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    return bool(stop_states(settings, [state], timeout))
+
+
+def stop_states(
+    settings: Settings, states: Iterable[ServiceState], timeout: float = STOP_TIMEOUT_S
+) -> list[ServiceState]:
+    """Stop several services together: SIGTERM to every one, one shared wait, then SIGKILL to what is left.
+
+    Ctrl+C therefore takes at most ``timeout`` + 5 s however many services run, not that per service.
+
+    Returns:
+        The states that still had a live process (the ones actually stopped).
+    """
+    families: list[tuple[ServiceState, list[psutil.Process]]] = []
+    for state in states:
+        _state_path(settings, state.name).unlink(missing_ok=True)
+        if not _alive(state):
+            continue
         try:
-            os.killpg(state.pid, sig)  # the group the service leads (start_new_session)
-        except ProcessLookupError:
-            pass
-        for process in family:  # children that left the group still get the signal
+            leader = psutil.Process(state.pid)
+            families.append((state, [leader, *leader.children(recursive=True)]))
+        except psutil.Error:
+            continue
+    remaining = families
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for state, family in remaining:
             try:
-                process.send_signal(sig)
-            except psutil.Error:
+                os.killpg(state.pid, sig)  # the group the service leads (start_new_session)
+            except (ProcessLookupError, PermissionError):
                 pass
-        _, alive = psutil.wait_procs(family, timeout=timeout if sig == signal.SIGTERM else 5)
-        if not alive:
+            for process in family:  # children that left the group still get the signal
+                try:
+                    process.send_signal(sig)
+                except psutil.Error:
+                    pass
+        everyone = [process for _, family in remaining for process in family]
+        _, alive = psutil.wait_procs(everyone, timeout=timeout if sig == signal.SIGTERM else 5)
+        remaining = [(state, [p for p in family if p in alive]) for state, family in remaining]
+        remaining = [(state, family) for state, family in remaining if family]
+        if not remaining:
             break
-        family = alive
-    # reap our own child so it does not linger as a zombie
-    try:
-        os.waitpid(state.pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    return True
+    for state, _ in families:  # reap our own children so they do not linger as zombies
+        try:
+            os.waitpid(state.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    return [state for state, _ in families]
 
 
 def check_ports(settings: Settings, names: Iterable[str] | None = None) -> None:
@@ -364,19 +383,13 @@ def start_all(
 
 def stop_started(settings: Settings, started: Iterable[tuple[ServiceState, bool]]) -> None:
     """Stop the services this process started (not the ones it found running)."""
-    for state, was_started in reversed(list(started)):
-        if was_started:
-            stop_state(settings, state)
+    stop_states(settings, [state for state, was_started in reversed(list(started)) if was_started])
 
 
 def stop_all(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Stop running services (all by default), detached or not. Returns the titles stopped."""
-    stopped = []
-    for spec in select(settings, names):
-        state = read_state(settings, spec.name)
-        if state is not None and stop_state(settings, state):
-            stopped.append(spec.title)
-    return stopped
+    states = [state for spec in select(settings, names) if (state := read_state(settings, spec.name)) is not None]
+    return [state.title for state in stop_states(settings, states)]
 
 
 def status(settings: Settings) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -148,3 +149,12 @@ def wait_for_http(url: str, server: subprocess.Popen, timeout: float, log: Path 
             detail = log.read_text()[-2000:] if log and log.exists() else ""
             pytest.fail(f"{url} did not come up: {detail}")
         time.sleep(0.3)
+
+
+def restore_sigint() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT.
+
+    A test run started in the background of a shell without job control (``pytest &`` in a script)
+    ignores SIGINT, every child inherits that, and Python then never raises KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,6 +22,7 @@ from mlops.monitoring.inference_log import feedback_table, read_log
 from mlops.monitoring.prometheus import render
 from mlops.training import run_training
 
+from .conftest import restore_sigint
 from .test_deployment import settings_for
 from .test_monitoring_prometheus import samples
 
@@ -118,6 +119,7 @@ def test_simulate_cli_progress_ctrl_c_and_nothing_deployed(deployed, tmp_path, t
     process = subprocess.Popen(
         [sys.executable, "-m", "mlops.monitoring.simulate", "--qps", "20", "--duration", "60"],
         env=cli_env(deployed), cwd=PROJ_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=restore_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

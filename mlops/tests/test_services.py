@@ -24,7 +24,7 @@ from mlops.config import PROJ_ROOT
 from mlops.deployment import deploy
 from mlops.training import run_training
 
-from .conftest import cli_env, free_port, launch_chromium, needs_chromium
+from .conftest import cli_env, free_port, launch_chromium, needs_chromium, restore_sigint
 from .test_deployment import settings_for
 
 
@@ -122,7 +122,7 @@ def test_full_pipeline_launches_every_service_and_ctrl_c_stops_them(tmp_path, ti
     settings = with_ports(tmp_path, tiny_data_dir)
     pipeline = subprocess.Popen(
         [sys.executable, str(PROJ_ROOT / "mlops_pipeline.py")], env=cli_env(settings), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        stderr=subprocess.STDOUT, text=True, preexec_fn=restore_sigint,
     )  # fmt: skip
     lines: list[str] = []
     try:
@@ -259,3 +259,25 @@ def test_status_of_services_not_running_says_where_they_would_serve(tmp_path, ti
     chatbot = next(line for line in lines if line.startswith("Chatbot UI"))
     assert "stopped" in chatbot and "(would serve http://127.0.0.1:" in chatbot, lines
     assert any(line.startswith("Alert monitor") and "checks alerts every" in line for line in lines), lines
+
+
+def test_services_that_ignore_sigterm_are_stopped_together_then_killed(tmp_path, tiny_data_dir):
+    """Ctrl+C waits once for all services, not once per service; what ignores SIGTERM is killed."""
+    settings = settings_for(tmp_path, tiny_data_dir)
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+    )
+    states = []
+    for name in ("dashboard", "mlflow_ui", "chatbot"):
+        process = subprocess.Popen([sys.executable, "-c", stubborn], start_new_session=True, stdout=subprocess.PIPE)
+        assert process.stdout.readline() == b"up\n"  # its SIGTERM handler is in place
+        states.append(services.ServiceState(name, name, process.pid, psutil.Process(process.pid).create_time(),
+                                            "", "", "", "", []))  # fmt: skip
+    family = [psutil.Process(state.pid) for state in states]
+    started = time.monotonic()
+    stopped = services.stop_states(settings, states, timeout=2.0)
+    elapsed = time.monotonic() - started
+    assert [state.name for state in stopped] == ["dashboard", "mlflow_ui", "chatbot"]
+    assert_all_gone(family, timeout=5)
+    assert elapsed < 4.5, elapsed  # one shared 2 s wait, then SIGKILL; one wait per service would take >= 6 s
+    assert services.stop_states(settings, states, timeout=2.0) == []  # already gone: nothing to stop
