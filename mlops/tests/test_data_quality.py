@@ -105,3 +105,23 @@ def test_adding_training_rows_keeps_val_and_test_fixed_and_drops_held_out_twins(
     assert tool.main([str(new)], target) == 2  # an unknown intent: nothing is written
     assert target.read_bytes() == before
     assert "row 7" in capsys.readouterr().err
+
+
+def test_the_label_agreement_study_covers_every_held_out_query_and_backs_the_data_card(data):
+    """data/label_agreement.csv: two blind annotators per val/test query; the card's 99 % comes from it."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("label_agreement", DATA_DIR / "tools" / "label_agreement.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    study = pd.read_csv(DATA_DIR / "label_agreement.csv", dtype=str, keep_default_na=False)
+    held_out = data.intents[data.intents["split"].isin(["val", "test"])]
+    assert sorted(zip(study["text"], study["split"], study["gold"], strict=True)) == sorted(
+        zip(held_out["text"], held_out["split"], held_out["intent"], strict=True)
+    )  # the gold labels are the current ones: a relabelled held-out query needs the study redone
+    assert set(study["annotator_1"]) | set(study["annotator_2"]) <= set(INTENTS)
+    table = tool.agreement(study)
+    assert (table[["annotator_1_gold", "annotator_2_gold"]] >= 0.99).all().all(), table
+    assert table.loc["test", "queries"] == 722 and table.loc["val", "queries"] == 541
