@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from mlops.data import CONTINENTS, INTENTS, OUT_OF_SCOPE, PROVINCES, load_datasets
 
 from .conftest import DATA_DIR
+
+
+def data_tool(name: str):
+    """A script of data/tools/ (not a package) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, DATA_DIR / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +81,8 @@ def test_retrieval_queries_cover_both_knowledge_bases_and_splits(data):
 
 def test_adding_training_rows_keeps_val_and_test_fixed_and_drops_held_out_twins(tmp_path, capsys):
     import csv
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("add_training_rows", DATA_DIR / "tools" / "add_training_rows.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = data_tool("add_training_rows")
     target = tmp_path / "intents.csv"
     held_out = [("is it safe to walk around colombo fort at night", "safety_and_health", "test"),
                 ("hello there", "greeting", "val")]  # fmt: skip
@@ -109,13 +117,7 @@ def test_adding_training_rows_keeps_val_and_test_fixed_and_drops_held_out_twins(
 
 def test_the_label_agreement_study_covers_every_held_out_query_and_backs_the_data_card(data):
     """data/label_agreement.csv: two blind annotators per val/test query; the card's 99 % comes from it."""
-    import importlib.util
-
-    import pandas as pd
-
-    spec = importlib.util.spec_from_file_location("label_agreement", DATA_DIR / "tools" / "label_agreement.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = data_tool("label_agreement")
     study = pd.read_csv(DATA_DIR / "label_agreement.csv", dtype=str, keep_default_na=False)
     held_out = data.intents[data.intents["split"].isin(["val", "test"])]
     assert sorted(zip(study["text"], study["split"], study["gold"], strict=True)) == sorted(
